@@ -1,0 +1,173 @@
+"""The ``selfsup`` command line.
+
+    selfsup train PIPELINE [key.path=value ...]     train a pipeline (YAML)
+    selfsup train --resume RUN_DIR [overrides]      continue a stopped run
+    selfsup eval RUN_DIR                            evaluate a run's representation
+    selfsup plugins list [KIND] [PATTERN]           registered components
+    selfsup plugins show KIND NAME                  one component's parameters
+    selfsup config show PIPELINE [overrides]        the resolved pipeline
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+
+from .errors import SelfsupError
+
+EXIT_USER_ERROR = 2
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import apply_overrides, load_pipeline
+    from .engine import build_trainer, load_run_config
+
+    overrides = list(args.overrides)
+    if args.resume:
+        if args.pipeline and "=" in args.pipeline:
+            overrides.insert(0, args.pipeline)
+        cfg = apply_overrides(load_run_config(Path(args.resume)), overrides)
+        trainer = build_trainer(cfg, run_dir=Path(args.resume))
+    else:
+        if not args.pipeline:
+            raise SelfsupError("selfsup train needs a PIPELINE file (or --resume RUN_DIR).")
+        cfg = load_pipeline(args.pipeline, overrides)
+        trainer = build_trainer(cfg, run_dir=Path(args.run_dir) if args.run_dir else None)
+    print(f"run folder: {trainer.run_dir}")
+    result = trainer.fit(resume=bool(args.resume))
+    if result.before and result.after:
+        gain = 100 * (result.after["knn_acc"] - result.before["knn_acc"])
+        print(f"kNN accuracy {100 * result.before['knn_acc']:.2f}% at random init -> "
+              f"{100 * result.after['knn_acc']:.2f}% trained ({gain:+.2f} points)")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .engine import build_trainer, load_run_config
+    from .engine.trainer import format_results
+
+    run_dir = Path(args.run_dir)
+    trainer = build_trainer(load_run_config(run_dir), run_dir=run_dir)
+    trainer.load_checkpoint()
+    before = None
+    before_path = run_dir / "eval_before.json"
+    if before_path.exists():
+        import json
+
+        before = json.loads(before_path.read_text())
+        print(f"random init: {format_results(before)}")
+    trainer.finish(before)
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugin_manager import default_plugins
+
+    loaded = default_plugins()
+    registry = loaded.registry
+    if args.action == "list":
+        entries = registry.list(args.kind, args.pattern or "*")
+        width = max((len(e.name) for e in entries), default=4)
+        kind = None
+        for e in entries:
+            if e.kind != kind:
+                kind = e.kind
+                print(f"\n{kind}:")
+            print(f"  {e.name:<{width}}  {e.summary}  [{e.provider}]")
+        for failure in loaded.failures:
+            print(f"\nwarning: {failure}", file=sys.stderr)
+        return 0
+    if args.action == "show":
+        if not (args.kind and args.pattern):
+            raise SelfsupError("usage: selfsup plugins show KIND NAME")
+        entry = registry.get(args.kind, args.pattern)
+        print(f"{entry.kind} {entry.name}  ({entry.target}, from {entry.provider})\n")
+        print(inspect.getdoc(entry.factory) or "")
+        print("\nparameters:")
+        for line in describe_parameters(entry.factory):
+            print(f"  {line}")
+        return 0
+    raise SelfsupError(f"unknown plugins action {args.action!r}")
+
+
+def describe_parameters(factory) -> list[str]:
+    """``name: type = default`` for each parameter a pipeline can set."""
+    from .config import CONTEXT_KEYS, _signature, _type_name
+
+    params, hints = _signature(factory)
+    lines = []
+    for name, p in params.items():
+        tp = _type_name(hints.get(name, p.annotation)) if p.annotation is not inspect.Parameter.empty else "any"
+        default = "(required)" if p.default is inspect.Parameter.empty else f"= {p.default!r}"
+        note = "  (filled from the data)" if name in CONTEXT_KEYS else ""
+        lines.append(f"{name}: {tp} {default}{note}")
+    return lines
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from .config import load_pipeline
+    from .engine.pipeline import resolved_config
+    from .engine.trainer import settings_from_config
+
+    cfg = load_pipeline(args.pipeline, args.overrides)
+    print(OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg, settings_from_config(cfg)))), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="selfsup",
+        description="Representation learning by similarity: train, evaluate and inspect pipelines.",
+        epilog="Example: selfsup train examples/moco_digits.yaml optim.lr=0.1 trainer.epochs=5",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="train a pipeline", description="Train a pipeline from a YAML file; "
+                           "overrides use omegaconf's dotlist form (optim.lr=0.1). SIGINT/SIGTERM save a checkpoint.")
+    train.add_argument("pipeline", nargs="?", help="pipeline YAML (omit with --resume)")
+    train.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    train.add_argument("--run-dir", metavar="DIR", help="write the run here instead of trainer.out_dir/<name>")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run", description="kNN and linear-probe accuracy of a run's "
+                        "representation on the held-out split; writes metrics.json and plots in RUN_DIR.")
+    ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.set_defaults(func=_cmd_eval)
+
+    plugins = sub.add_parser("plugins", help="list or describe registered components",
+                             description="List components (optionally of one KIND, names matching PATTERN "
+                             "with * wildcards) with the package that provides them, or show one.")
+    plugins.add_argument("action", choices=["list", "show"])
+    plugins.add_argument("kind", nargs="?", metavar="KIND")
+    plugins.add_argument("pattern", nargs="?", metavar="PATTERN|NAME")
+    plugins.set_defaults(func=_cmd_plugins)
+
+    config = sub.add_parser("config", help="show the resolved pipeline", description="Print a pipeline with "
+                            "overrides applied and every default filled in.")
+    config.add_argument("action", choices=["show"])
+    config.add_argument("pipeline")
+    config.add_argument("overrides", nargs="*")
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SelfsupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

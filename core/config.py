@@ -1,0 +1,332 @@
+"""Pipeline files: loading, overrides, validation against signatures, building components.
+
+A pipeline names registry entries only, never import paths. Every component's parameters
+are checked against its factory's signature (or a config dataclass) before anything is
+built, and every mistake is reported with its full key path::
+
+    objective.critic.temperture: unknown parameter of critic 'dot'. Did you mean
+    'temperature'? Allowed: temperature.
+
+Parameters that describe the data (``in_channels``, ``image_size``, ``num_classes``,
+``num_train``) are filled from a *context* when a factory asks for them and the pipeline
+does not set them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError, RegistryError, did_you_mean
+from .interfaces import PART_KINDS
+from .registry import Registry
+
+# --------------------------------------------------------------------------- sections
+Node = dict[str, Any]
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """``data:`` — what to train on and how views are made."""
+
+    dataset: Node = dataclasses.field(default_factory=lambda: {"name": "digits"})
+    augment: Node | None = dataclasses.field(default_factory=lambda: {"name": "two_view"})
+    batch_size: int = 256
+    num_workers: int = 0
+    drop_last: bool = True
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """``optim:`` — the optimiser of the objective's parameters."""
+
+    name: Literal["sgd", "adamw", "lars"] = "sgd"
+    lr: float = 0.06
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: Multiply ``lr`` by batch_size / 256 (the linear scaling rule).
+    scale_by_batch: bool = False
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """``schedule:`` — learning-rate schedule over optimiser steps."""
+
+    name: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """``trainer:`` — the loop."""
+
+    epochs: int = 10
+    #: Stop after this many optimiser steps in total (None: run all epochs).
+    max_steps: int | None = None
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    grad_clip: float | None = None
+    log_every: int = 10
+    checkpoint_every_epochs: int = 1
+    out_dir: str = "runs"
+    run_name: str | None = None
+    progress: bool = True
+    #: Evaluate the encoder at random initialisation before training (the baseline).
+    eval_before: bool = True
+    eval_after: bool = True
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """``eval:`` — frozen-feature evaluation on the held-out split."""
+
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    linear_probe: bool = True
+    plots: bool = True
+    tsne_points: int = 2000
+    batch_size: int = 512
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "trainer": TrainerConfig,
+    "eval": EvalConfig,
+}
+TOP_LEVEL_KEYS = ("seed", "objective", *SECTIONS)
+CONTEXT_KEYS = ("in_channels", "image_size", "num_classes", "num_train")
+
+
+# --------------------------------------------------------------------------- loading
+def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Read a pipeline YAML, apply dotlist ``overrides`` and check its top-level shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"pipeline file {str(path)!r} does not exist.")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a pipeline must be a mapping of sections, got a {type(cfg).__name__}.")
+    cfg = apply_overrides(cfg, overrides)
+    check_top_level(cfg, source=str(path))
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Merge ``key.path=value`` overrides (omegaconf dotlist form)."""
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(
+                f"override {item!r} is not of the form key.path=value (for example optim.lr=0.1)."
+            )
+        key = item.split("=", 1)[0]
+        if key.split(".")[0] not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                f"override {item!r}: unknown section {key.split('.')[0]!r}."
+                f"{did_you_mean(key.split('.')[0], TOP_LEVEL_KEYS)} Sections: {', '.join(TOP_LEVEL_KEYS)}."
+            )
+    if not overrides:
+        return cfg
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"could not apply overrides {list(overrides)}: {exc}".replace("\n", " ")) from None
+
+
+def to_container(cfg: DictConfig | Mapping) -> Node:
+    """Plain dict with interpolations resolved; bad interpolations become ConfigErrors."""
+    if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
+        return dict(cfg)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{exc}".replace("\n", " ")) from None
+
+
+def check_top_level(cfg: DictConfig | Mapping, source: str = "pipeline") -> None:
+    node = to_container(cfg)
+    for key in node:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(
+                f"{key}: unknown section in {source}.{did_you_mean(key, TOP_LEVEL_KEYS)} "
+                f"Sections: {', '.join(TOP_LEVEL_KEYS)}."
+            )
+    if "objective" not in node:
+        raise ConfigError(f"objective: missing in {source}; name the objective to train, e.g. objective: {{name: moco}}.")
+
+
+def section(cfg: DictConfig | Mapping, name: str) -> Any:
+    """The validated dataclass of one section (``data``, ``optim``, ...), defaults filled in."""
+    node = to_container(cfg).get(name) or {}
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{name}: expected a mapping of settings, got {node!r}.")
+    params = validate_params(SECTIONS[name], node, name, what=f"section {name!r}")
+    return SECTIONS[name](**params)
+
+
+# --------------------------------------------------------------------------- types
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def check_type(value: Any, tp: Any) -> bool:
+    """Whether ``value`` (from YAML) fits annotation ``tp``. Unknown annotations accept anything."""
+    if tp is Any or tp is inspect.Parameter.empty:
+        return True
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(check_type(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(check_type(v, a) for v, a in zip(value, args))
+        inner = args[0] if args else Any
+        return all(check_type(v, inner) for v in value)
+    if origin in (dict, Mapping) or tp in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _part_kind(tp: Any) -> str | None:
+    """The registry kind whose interface ``tp`` (possibly Optional) names, else None."""
+    candidates = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+    for candidate in candidates:
+        for kind, interface in PART_KINDS.items():
+            if isinstance(candidate, type) and issubclass(candidate, interface):
+                return kind
+    return None
+
+
+def _signature(factory: Callable) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    target = factory.__init__ if isinstance(factory, type) else factory
+    sig = inspect.signature(factory)
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return params, hints
+
+
+# --------------------------------------------------------------------------- validation
+def validate_params(
+    factory: Callable,
+    node: Mapping[str, Any],
+    path: str,
+    *,
+    what: str,
+    context: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Check ``node`` against ``factory``'s signature and return the keyword arguments.
+
+    Nested part parameters (annotated with a part interface) are built recursively from
+    their ``{name: ...}`` mapping when ``registry`` is given.
+    """
+    params, hints = _signature(factory)
+    context = context or {}
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in params:
+            if accepts_any:
+                out[key] = value
+                continue
+            allowed = ", ".join(n for n in params if n not in CONTEXT_KEYS) or "none"
+            raise ConfigError(
+                f"{key_path}: unknown parameter of {what}.{did_you_mean(str(key), params)} Allowed: {allowed}."
+            )
+        tp = hints.get(key, params[key].annotation)
+        kind = _part_kind(tp)
+        if kind is not None and value is not None:
+            if registry is None:
+                out[key] = value
+            else:
+                out[key] = build(registry, kind, value, key_path, context)
+            continue
+        if value == "???":
+            raise ConfigError(f"{key_path}: required value is missing ('???') for {what}.")
+        if not check_type(value, tp):
+            raise ConfigError(
+                f"{key_path}: expected {_type_name(tp)} for {what}, got {value!r} ({type(value).__name__})."
+            )
+        out[key] = list(value) if isinstance(value, ListConfig) else value
+    for name, p in params.items():
+        if name in out:
+            continue
+        if name in context:
+            out[name] = context[name]
+        elif p.default is inspect.Parameter.empty:
+            raise ConfigError(
+                f"{path + '.' if path else ''}{name}: missing required parameter of {what}"
+                f" (expected {_type_name(hints.get(name, p.annotation))})."
+            )
+    return out
+
+
+def build(
+    registry: Registry, kind: str, node: Any, path: str, context: Mapping[str, Any] | None = None
+) -> Any:
+    """Build one component of ``kind`` from ``node`` (``{name: ..., params...}`` or a bare name)."""
+    if isinstance(node, str):
+        node = {"name": node}
+    if isinstance(node, DictConfig):
+        node = to_container(node)
+    if not isinstance(node, Mapping):
+        raise ConfigError(f"{path}: expected a {kind} as {{name: ..., parameters...}}, got {node!r}.")
+    node = dict(node)
+    name = node.pop("name", None)
+    if not isinstance(name, str):
+        names = ", ".join(registry.names(kind))
+        raise ConfigError(f"{path}.name: missing; name a registered {kind}: {names}.")
+    try:
+        entry = registry.get(kind, name)
+    except RegistryError as exc:
+        raise ConfigError(f"{path}.name: {exc}") from None
+    params = validate_params(
+        entry.factory, node, path, what=f"{kind} {name!r}", context=context, registry=registry
+    )
+    try:
+        return entry.factory(**params)
+    except (ValueError, TypeError) as exc:
+        # Components validate their arguments in the constructor; name where it came from.
+        raise ConfigError(f"{path}: {kind} {name!r} rejected its parameters: {exc}") from None

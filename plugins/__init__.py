@@ -1,0 +1,18 @@
+"""selfsup's built-in plugin: every concrete part and bundle.
+
+It registers through the ``selfsup.plugins`` entry-point group exactly as a third-party
+package does (see pyproject.toml). Each subpackage exposes ``register(registry)``.
+"""
+
+from __future__ import annotations
+
+from selfsup.hookspecs import hookimpl
+from selfsup.registry import Registry
+
+
+@hookimpl
+def selfsup_register(registry: Registry) -> None:
+    from . import common, data, encoders, moco
+
+    for subpackage in (common, data, encoders, moco):
+        subpackage.register(registry)

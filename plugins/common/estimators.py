@@ -1,0 +1,114 @@
+"""Mutual-information estimators over :class:`~selfsup.interfaces.Scores`.
+
+Every estimator reads positive scores ``[N, P]`` and negative scores ``[N, K]`` and returns
+``Estimate(loss, mi)`` in nats. References: InfoNCE (van den Oord et al. 2018), JSD as in
+Deep InfoMax (Hjelm et al. 2019), Donsker-Varadhan / MINE (Belghazi et al. 2018), NWJ
+(Nguyen, Wainwright & Jordan 2010); see Poole et al. 2019 for the bounds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selfsup.interfaces import Estimate, MIEstimator, Scores
+from selfsup.registry import Registry
+
+
+def _require_negatives(scores: Scores, name: str) -> Tensor:
+    if scores.negative is None or scores.negative.shape[1] == 0:
+        raise ValueError(f"the {name} estimator needs negatives, but the sampler provided none")
+    return scores.negative
+
+
+def _mean_log_mean_exp(x: Tensor) -> Tensor:
+    """log(mean(exp(x))) over all elements, without overflow."""
+    return torch.logsumexp(x.reshape(-1), 0) - math.log(x.numel())
+
+
+class InfoNCE(MIEstimator):
+    """InfoNCE: cross-entropy of each positive against its row's negatives.
+
+    loss = mean over positives of ``-(s_pos - logsumexp([s_pos, s_neg...]))``;
+    mi = log(1 + K) - loss, a lower bound that never exceeds log(1 + K).
+    """
+
+    def forward(self, scores: Scores) -> Estimate:
+        negative = _require_negatives(scores, "InfoNCE")
+        pos = scores.positive  # [N, P]
+        neg_lse = torch.logsumexp(negative, dim=1, keepdim=True)  # [N, 1]
+        log_denominator = torch.logaddexp(pos, neg_lse)  # [N, P]: log(e^pos + sum e^neg)
+        loss = (log_denominator - pos).mean()
+        return Estimate(loss=loss, mi=math.log(scores.num_candidates) - loss.detach())
+
+
+class JSD(MIEstimator):
+    """Jensen-Shannon (softplus) estimator of Deep InfoMax.
+
+    loss = E_neg[softplus(s)] + E_pos[softplus(-s)]; mi = log 4 - loss (the JSD-based
+    estimate, in nats; it orders MI but is not a bound on it).
+    """
+
+    is_lower_bound = False
+
+    def forward(self, scores: Scores) -> Estimate:
+        negative = _require_negatives(scores, "JSD")
+        loss = F.softplus(-scores.positive).mean() + F.softplus(negative).mean()
+        return Estimate(loss=loss, mi=math.log(4.0) - loss.detach())
+
+
+class DonskerVaradhan(MIEstimator):
+    """Donsker-Varadhan: E_pos[s] - log E_neg[e^s], computed with logsumexp.
+
+    ema_decay: when set, use MINE's bias-corrected gradient — the denominator of the
+    log-term's gradient is a moving average of E_neg[e^s] instead of the batch value.
+    """
+
+    def __init__(self, ema_decay: float | None = None) -> None:
+        super().__init__()
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay}")
+        self.ema_decay = ema_decay
+        self.register_buffer("running_mean_exp", torch.tensor(float("nan")))
+
+    def forward(self, scores: Scores) -> Estimate:
+        negative = _require_negatives(scores, "Donsker-Varadhan")
+        log_mean_exp_neg = _mean_log_mean_exp(negative)
+        mi = scores.positive.mean() - log_mean_exp_neg
+        if self.ema_decay is None or not self.training:
+            return Estimate(loss=-mi, mi=mi.detach())
+        batch_mean_exp = log_mean_exp_neg.detach().exp()
+        with torch.no_grad():
+            if torch.isnan(self.running_mean_exp):
+                self.running_mean_exp.copy_(batch_mean_exp)
+            else:
+                self.running_mean_exp.lerp_(batch_mean_exp, 1.0 - self.ema_decay)
+        # Gradient of log E[e^s] replaced by grad E[e^s] / running mean (MINE, eq. 12);
+        # the value of the surrogate term equals log_mean_exp_neg.
+        mean_exp = log_mean_exp_neg.exp()
+        surrogate = log_mean_exp_neg.detach() + (mean_exp - mean_exp.detach()) / self.running_mean_exp
+        loss = -(scores.positive.mean() - surrogate)
+        return Estimate(loss=loss, mi=mi.detach())
+
+
+class NWJ(MIEstimator):
+    """NWJ (f-GAN KL) bound: E_pos[s] - e^{-1} E_neg[e^s].
+
+    Computed as E_pos[s] - E_neg[e^{s - 1}] with the exponent's maximum factored out.
+    """
+
+    def forward(self, scores: Scores) -> Estimate:
+        negative = _require_negatives(scores, "NWJ")
+        mean_exp_neg = _mean_log_mean_exp(negative - 1.0).exp()
+        mi = scores.positive.mean() - mean_exp_neg
+        return Estimate(loss=-mi, mi=mi.detach())
+
+
+def register(registry: Registry) -> None:
+    registry.register("estimator", "infonce", InfoNCE)
+    registry.register("estimator", "jsd", JSD)
+    registry.register("estimator", "dv", DonskerVaradhan)
+    registry.register("estimator", "nwj", NWJ)

@@ -1,0 +1,106 @@
+"""The engine end to end on tiny pipelines: resume equivalence, divergence, run folder."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import tiny_pipeline
+from selfsup.engine import build_trainer
+from selfsup.engine.checkpoint import load
+from selfsup.errors import TrainingDiverged
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def train(cfg: dict, run_dir: Path, registry, stop_at: int | None = None, resume: bool = False):
+    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=run_dir)
+    if stop_at is not None:
+        original = trainer.objective.after_step
+
+        def after_step(step, total):
+            original(step, total)
+            if step + 1 == stop_at:
+                trainer.request_stop()  # what SIGINT / SIGTERM do
+
+        trainer.objective.after_step = after_step
+    return trainer, trainer.fit(resume=resume)
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path, registry):
+    # 2 epochs of 22 steps (digits, batch 64); interrupt mid-epoch 1 at step 9
+    cfg = tiny_pipeline(tmp_path, trainer__epochs=2, trainer__max_steps=None)
+    full, full_result = train(cfg, tmp_path / "full", registry)
+    _, stopped = train(cfg, tmp_path / "split", registry, stop_at=9)
+    assert stopped.interrupted and stopped.steps == 9
+    resumed, resumed_result = train(cfg, tmp_path / "split", registry, resume=True)
+    assert resumed_result.steps == full_result.steps == 44
+    full_state, resumed_state = full.objective.state_dict(), resumed.objective.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    for key in full_state:
+        torch.testing.assert_close(resumed_state[key], full_state[key], rtol=0, atol=0, msg=key)
+
+
+def test_checkpoint_holds_everything_and_loads_as_data(tmp_path, registry):
+    trainer, _ = train(tiny_pipeline(tmp_path), tmp_path / "run", registry)
+    state = load(tmp_path / "run" / "checkpoint.pt")  # weights_only=True inside
+    assert {"model", "optimizer", "scheduler", "rng", "progress", "config"} <= set(state)
+    assert state["progress"]["global_step"] == 6
+    assert torch.equal(state["model"]["sampler.keys"], trainer.objective.sampler.keys.cpu())
+    assert int(state["model"]["sampler.pointer"]) == (6 * 64) % 100
+    from safetensors.torch import load_file
+
+    exported = load_file(str(tmp_path / "run" / "encoder.safetensors"))
+    torch.testing.assert_close(exported["blocks.0.0.weight"], trainer.objective.encoder.blocks[0][0].weight)
+    saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
+    assert saved.objective.name == "moco" and saved.optim.lr == 0.05 and saved.schedule.name == "cosine"
+
+
+def test_metrics_files_are_written(tmp_path, registry):
+    train(tiny_pipeline(tmp_path), tmp_path / "run", registry)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4, 6]
+    assert all(r["loss"] > 0 and r["images_per_s"] > 0 for r in rows)
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"step", "loss", "lr", "images_per_s"} <= set(header)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, registry):
+    cfg = tiny_pipeline(tmp_path, trainer__checkpoint_every_epochs=1)
+    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
+    trainer.save_checkpoint()
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    original_forward = trainer.objective.forward
+
+    def poisoned(batch):
+        out = original_forward(batch)
+        out.loss = out.loss * float("nan")
+        return out
+
+    trainer.objective.forward = poisoned
+    with pytest.raises(TrainingDiverged, match="loss became nan.*last good checkpoint"):
+        trainer.fit()
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+
+
+@pytest.mark.slow
+def test_main_job_beats_random_init(tmp_path, registry):
+    """The Quick start pipeline, shortened: the trained encoder beats its random init on kNN."""
+    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "examples" / "moco_digits.yaml"))
+    cfg["trainer"].update(epochs=20, progress=False, out_dir=str(tmp_path))
+    cfg["eval"].update(linear_probe=False, plots=False)
+    _, result = train(cfg, tmp_path / "run", registry)
+    assert result.after["knn_acc"] > result.before["knn_acc"] + 0.05
+
+
+def test_python_composition_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["compose.py", "--epochs", "1", "--run-dir", str(tmp_path / "compose")])
+    namespace = runpy.run_path(str(ROOT / "examples" / "compose.py"))
+    out = namespace["main"](["--epochs", "1", "--run-dir", str(tmp_path / "compose")])
+    assert 0.0 < out["after"]["knn_acc"] <= 1.0
+    assert (tmp_path / "compose" / "encoder.safetensors").exists()
