@@ -5,17 +5,22 @@
     selfsup eval RUN_DIR                            evaluate a run's representation
     selfsup plugins list [KIND] [PATTERN]           registered components
     selfsup plugins show KIND NAME                  one component's parameters
+    selfsup plugins check [PACKAGE]                 the conformance kit, pass/fail table
+    selfsup new-plugin NAME [--dir DIR]             a plugin package skeleton
     selfsup config show PIPELINE [overrides]        the resolved pipeline
+    selfsup bench NAME [args]                       a registered benchmark
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from pathlib import Path
 
 from .errors import SelfsupError
+from .plugin_commands import add_parsers as add_plugin_parsers
+from .plugin_commands import warn_plugin_failures
+from .plugin_commands import describe_parameters  # noqa: F401  (public helper, kept importable here)
 
 EXIT_USER_ERROR = 2
 
@@ -24,6 +29,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .config import apply_overrides, load_pipeline
     from .engine import build_trainer, load_run_config
 
+    warn_plugin_failures()  # a broken third-party plugin is named before its components are missed
     overrides = list(args.overrides)
     if args.resume:
         if args.pipeline and "=" in args.pipeline:
@@ -62,50 +68,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugin_manager import default_plugins
-
-    loaded = default_plugins()
-    registry = loaded.registry
-    if args.action == "list":
-        entries = registry.list(args.kind, args.pattern or "*")
-        width = max((len(e.name) for e in entries), default=4)
-        kind = None
-        for e in entries:
-            if e.kind != kind:
-                kind = e.kind
-                print(f"\n{kind}:")
-            print(f"  {e.name:<{width}}  {e.summary}  [{e.provider}]")
-        for failure in loaded.failures:
-            print(f"\nwarning: {failure}", file=sys.stderr)
-        return 0
-    if args.action == "show":
-        if not (args.kind and args.pattern):
-            raise SelfsupError("usage: selfsup plugins show KIND NAME")
-        entry = registry.get(args.kind, args.pattern)
-        print(f"{entry.kind} {entry.name}  ({entry.target}, from {entry.provider})\n")
-        print(inspect.getdoc(entry.factory) or "")
-        print("\nparameters:")
-        for line in describe_parameters(entry.factory):
-            print(f"  {line}")
-        return 0
-    raise SelfsupError(f"unknown plugins action {args.action!r}")
-
-
-def describe_parameters(factory) -> list[str]:
-    """``name: type = default`` for each parameter a pipeline can set."""
-    from .config import CONTEXT_KEYS, _signature, _type_name
-
-    params, hints = _signature(factory)
-    lines = []
-    for name, p in params.items():
-        tp = _type_name(hints.get(name, p.annotation)) if p.annotation is not inspect.Parameter.empty else "any"
-        default = "(required)" if p.default is inspect.Parameter.empty else f"= {p.default!r}"
-        note = "  (filled from the data)" if name in CONTEXT_KEYS else ""
-        lines.append(f"{name}: {tp} {default}{note}")
-    return lines
-
-
 def _cmd_config(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -116,6 +78,17 @@ def _cmd_config(args: argparse.Namespace) -> int:
     cfg = load_pipeline(args.pipeline, args.overrides)
     print(OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg, settings_from_config(cfg)))), end="")
     return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .plugin_manager import default_registry
+
+    registry = default_registry()
+    if not args.name:
+        for entry in registry.list("benchmark"):
+            print(f"  {entry.name:<12} {entry.summary}  [{entry.provider}]")
+        return 0
+    return int(registry.get("benchmark", args.name).factory(list(args.args)) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,13 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir", metavar="RUN_DIR")
     ev.set_defaults(func=_cmd_eval)
 
-    plugins = sub.add_parser("plugins", help="list or describe registered components",
-                             description="List components (optionally of one KIND, names matching PATTERN "
-                             "with * wildcards) with the package that provides them, or show one.")
-    plugins.add_argument("action", choices=["list", "show"])
-    plugins.add_argument("kind", nargs="?", metavar="KIND")
-    plugins.add_argument("pattern", nargs="?", metavar="PATTERN|NAME")
-    plugins.set_defaults(func=_cmd_plugins)
+    add_plugin_parsers(sub)  # plugins list/show/check, new-plugin
 
     config = sub.add_parser("config", help="show the resolved pipeline", description="Print a pipeline with "
                             "overrides applied and every default filled in.")
@@ -153,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("pipeline")
     config.add_argument("overrides", nargs="*")
     config.set_defaults(func=_cmd_config)
+
+    bench = sub.add_parser("bench", help="run a registered benchmark", description="Run the benchmark NAME "
+                           "(kind 'benchmark' in the registry) with its own arguments; no NAME lists them.")
+    bench.add_argument("name", nargs="?", metavar="NAME")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the benchmark (see NAME --help)")
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

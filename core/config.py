@@ -8,8 +8,8 @@ built, and every mistake is reported with its full key path::
     'temperature'? Allowed: temperature.
 
 Parameters that describe the data (``in_channels``, ``image_size``, ``num_classes``,
-``num_train``) are filled from a *context* when a factory asks for them and the pipeline
-does not set them.
+``num_train``; ``modality_shapes`` for multimodal data) are filled from a *context* when a
+factory asks for them and the pipeline does not set them.
 """
 
 from __future__ import annotations
@@ -98,15 +98,42 @@ class EvalConfig:
     batch_size: int = 512
 
 
+@dataclasses.dataclass
+class MonitorConfig:
+    """``monitor:`` — collapse diagnostics of a fixed probe batch during training.
+
+    diagnostics: registry names of kind ``diagnostic`` (or ``{name: ..., params}``); empty
+    turns the monitor off. Measured at the first logging step and then at the first logging
+    step at least ``every`` steps after the previous measurement. ``collapse_std`` /
+    ``collapse_rank``: warn (and with ``stop_on_collapse`` stop) when the ``embedding_std`` /
+    ``effective_rank`` diagnostic falls below them.
+    """
+
+    diagnostics: list[Union[str, Node]] = dataclasses.field(default_factory=list)
+    every: int = 100
+    probe_size: int = 512
+    split: Literal["train", "test"] = "train"
+    #: ``embed``: the representation; ``project``: the projection head's output, for bundles
+    #: that define ``project(x)`` (collapse shows there first).
+    source: Literal["embed", "project"] = "embed"
+    collapse_std: float | None = None
+    collapse_rank: float | None = None
+    #: Measurements before this step are logged but not checked: a randomly initialised
+    #: network, and BatchNorm running statistics that have not caught up, look collapsed.
+    warmup_steps: int = 0
+    stop_on_collapse: bool = False
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "optim": OptimConfig,
     "schedule": ScheduleConfig,
     "trainer": TrainerConfig,
     "eval": EvalConfig,
+    "monitor": MonitorConfig,
 }
 TOP_LEVEL_KEYS = ("seed", "objective", *SECTIONS)
-CONTEXT_KEYS = ("in_channels", "image_size", "num_classes", "num_train")
+CONTEXT_KEYS = ("in_channels", "image_size", "num_classes", "num_train", "modality_shapes")
 
 
 # --------------------------------------------------------------------------- loading

@@ -3,7 +3,8 @@
 pluggy carries registration, not lookup. :func:`load_registry` builds a
 :class:`~selfsup.registry.Registry` by registering each plugin from the ``selfsup.plugins``
 entry-point group (the built-ins included) and collecting the failures of broken ones.
-Set ``SELFSUP_DISABLE_PLUGIN_AUTOLOAD=1`` to load only selfsup's own plugin.
+Set ``SELFSUP_DISABLE_PLUGIN_AUTOLOAD=1`` to load only selfsup's own plugin, and
+``SELFSUP_STRICT_PLUGINS=1`` to make a broken plugin an error instead of a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .registry import Provider, Registry
 
 ENTRY_POINT_GROUP = "selfsup.plugins"
 AUTOLOAD_ENV = "SELFSUP_DISABLE_PLUGIN_AUTOLOAD"
+STRICT_ENV = "SELFSUP_STRICT_PLUGINS"
 BUILTIN_DISTRIBUTION = "selfsup"
 BUILTIN_MODULE = "selfsup.plugins"
 
@@ -46,8 +48,17 @@ class LoadedPlugins:
     failures: list[PluginFailure] = field(default_factory=list)
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def autoload_disabled() -> bool:
-    return os.environ.get(AUTOLOAD_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return _env_flag(AUTOLOAD_ENV)
+
+
+def strict_requested() -> bool:
+    """Whether ``SELFSUP_STRICT_PLUGINS`` asks for broken plugins to be errors."""
+    return _env_flag(STRICT_ENV)
 
 
 def _distribution_version(name: str) -> str:
@@ -73,19 +84,23 @@ def _register_plugin(
     except Exception as exc:  # a broken plugin must not take the others down
         if plugin is not None and loaded.manager.is_registered(plugin):
             loaded.manager.unregister(plugin)
-        failure = PluginFailure(name, provider, f"{type(exc).__name__}: {exc}")
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+        failure = PluginFailure(name, provider, f"{type(exc).__name__}: {message}")
         if strict:
             raise PluginError(str(failure)) from exc
         loaded.failures.append(failure)
 
 
-def load_registry(strict: bool = False, autoload: bool | None = None) -> LoadedPlugins:
+def load_registry(strict: bool | None = None, autoload: bool | None = None) -> LoadedPlugins:
     """A fresh registry with every plugin of the entry-point group registered.
 
-    strict: raise :class:`PluginError` on the first broken plugin instead of recording it.
+    strict: raise :class:`PluginError` on the first broken plugin instead of recording it
+        (default: when ``SELFSUP_STRICT_PLUGINS`` is set).
     autoload: load third-party entry points (default: unless ``SELFSUP_DISABLE_PLUGIN_AUTOLOAD``
         is set). selfsup's own plugin is always loaded through its entry point.
     """
+    if strict is None:
+        strict = strict_requested()
     if autoload is None:
         autoload = not autoload_disabled()
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)

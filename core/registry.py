@@ -27,6 +27,7 @@ DEFAULT_KINDS: dict[str, str] = {
     "dataset": "loads train/test image arrays",
     "transform": "batch-wise augmentation producing views",
     "diagnostic": "measures embeddings (collapse, uniformity, rank)",
+    "benchmark": "a `selfsup bench NAME` command: main(argv) -> exit code",
 }
 
 

@@ -13,6 +13,10 @@ from selfsup.registry import Registry
 @hookimpl
 def selfsup_register(registry: Registry) -> None:
     from . import common, data, encoders, moco
+    from . import diagnostics, noncontrastive
+    from . import dim
+    from . import angular, multimodal
+    from . import perf
 
-    for subpackage in (common, data, encoders, moco):
+    for subpackage in (common, data, encoders, moco, diagnostics, noncontrastive, dim, angular, multimodal, perf):
         subpackage.register(registry)

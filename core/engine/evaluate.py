@@ -29,8 +29,8 @@ def evaluate(
     was_training = objective.training
     objective.eval()
     try:
-        train = extract_features(objective.embed, data.train.images, cfg.batch_size, device)
-        test = extract_features(objective.embed, data.test.images, cfg.batch_size, device)
+        train = extract_features(objective.embed, data.train.inputs, cfg.batch_size, device)
+        test = extract_features(objective.embed, data.test.inputs, cfg.batch_size, device)
     finally:
         objective.train(was_training)
     results: dict[str, Any] = {

@@ -46,7 +46,11 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_ratio: float = 0.0):
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int, steps_per_epoch: int
 ) -> LambdaLR:
+    """The schedule of every parameter group, except groups marked ``fixed_lr: True`` (their
+    learning rate stays at its starting value, e.g. SimSiam's predictor)."""
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.name == "constant":
-        return LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-    return LambdaLR(optimizer, warmup_cosine(total_steps, warmup, cfg.min_lr_ratio))
+        factor = lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0  # noqa: E731
+    else:
+        factor = warmup_cosine(total_steps, warmup, cfg.min_lr_ratio)
+    return LambdaLR(optimizer, [(lambda s: 1.0) if g.get("fixed_lr") else factor for g in optimizer.param_groups])

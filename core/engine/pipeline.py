@@ -10,8 +10,10 @@ from typing import Any
 import torch
 
 from ..config import build, to_container
+from ..errors import ConfigError
 from ..plugin_manager import default_registry
 from ..registry import Registry
+from .monitor import build_diagnostics
 from .trainer import CONFIG_NAME, Settings, Trainer, settings_from_config
 
 
@@ -19,7 +21,7 @@ def resolved_config(cfg: Any, settings: Settings) -> dict[str, Any]:
     """The pipeline with every section's defaults filled in (what ``config.yaml`` holds)."""
     node = to_container(cfg)
     out: dict[str, Any] = {"seed": settings.seed, "objective": node["objective"]}
-    for name in ("data", "optim", "schedule", "trainer", "eval"):
+    for name in ("data", "optim", "schedule", "trainer", "eval", "monitor"):
         value = dataclasses.asdict(getattr(settings, name))
         out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
     return out
@@ -36,12 +38,24 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
     settings = settings_from_config(cfg)
     node = to_container(cfg)
     data = build(registry, "dataset", settings.data.dataset, "data.dataset")
+    if data.is_multimodal and settings.data.augment:
+        raise ConfigError(
+            f"data.augment: image augmentation cannot run on multimodal data (modalities "
+            f"{', '.join(data.modality_shapes)}); set data.augment: null."
+        )
     transform = build(registry, "transform", settings.data.augment, "data.augment") if settings.data.augment else None
     torch.manual_seed(settings.seed)
     objective = build(registry, "objective", node["objective"], "objective", context=data.context())
+    if objective.needs_labels and bool((data.train.labels < 0).any()):
+        raise ConfigError(
+            f"objective: {type(objective).__name__} is supervised and needs a label for every training "
+            f"sample, but {int((data.train.labels < 0).sum())} of {len(data.train)} are unknown (-1)."
+        )
     objective_name = node["objective"] if isinstance(node["objective"], str) else node["objective"]["name"]
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(settings, objective_name)
-    return Trainer(objective, data, transform, settings, run_dir, config=resolved_config(cfg, settings))
+    diagnostics = build_diagnostics(registry, settings.monitor)  # looked up by name: the core imports no plugin
+    return Trainer(objective, data, transform, settings, run_dir, config=resolved_config(cfg, settings),
+                   diagnostics=diagnostics)
 
 
 def load_run_config(run_dir: Path):

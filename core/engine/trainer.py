@@ -19,13 +19,16 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from ..config import DataConfig, EvalConfig, OptimConfig, ScheduleConfig, TrainerConfig, section, to_container
+from ..config import (DataConfig, EvalConfig, MonitorConfig, OptimConfig, ScheduleConfig, TrainerConfig, section,
+                      to_container)
 from ..data import DataSplits, ViewTransform
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, SelfsupError, TrainingDiverged
 from ..interfaces import Batch, Objective
 from . import checkpoint as ckpt
+from . import distributed
 from .evaluate import evaluate
 from .loader import InMemoryBatches
+from .monitor import Monitor
 from .optim import build_optimizer, build_scheduler
 from .run_log import RunLogger, read_rows
 
@@ -43,6 +46,7 @@ class Settings:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     seed: int = 0
 
 
@@ -75,6 +79,13 @@ class Trainer:
 
     run_dir: where config, metrics, checkpoints, encoder export and plots go.
     config: the resolved pipeline (plain dict), saved as ``config.yaml`` for reproduction.
+
+    Under ``torchrun`` (see :mod:`selfsup.engine.distributed`) each process trains on its
+    shard of every global batch of ``data.batch_size``; gradients of the objective's
+    optimised parameters are averaged by DDP (momentum encoders are not wrapped); the
+    augmentation generator and the global torch RNG differ per rank (seeded from ``seed``
+    and the rank); rank 0 alone writes config, metrics, checkpoints (holding every rank's
+    RNG state), the encoder export and evaluation results, and shows the progress bar.
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class Trainer:
         settings: Settings,
         run_dir: Path,
         config: dict[str, Any] | None = None,
+        diagnostics: dict[str, Any] | None = None,
     ) -> None:
         self.objective = objective
         self.data = data
@@ -92,26 +104,49 @@ class Trainer:
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.config = config or {}
-        self.device = select_device(settings.trainer.device)
+        self.process, self.device = distributed.init_from_env(select_device(settings.trainer.device))
+        self.run_dir = Path(distributed.broadcast_object(str(self.run_dir)))  # rank 0's name (it may hold a time)
         self._stop = threading.Event()
         self.objective.to(self.device)
         self.loader = InMemoryBatches(
-            data.train, settings.data.batch_size, self.device, settings.seed, settings.data.drop_last
+            data.train, settings.data.batch_size, self.device, settings.seed, settings.data.drop_last,
+            rank=self.process.rank, world_size=self.process.world_size,
         )
         self.steps_per_epoch = len(self.loader)
         self.total_steps = settings.trainer.epochs * self.steps_per_epoch
         if settings.trainer.max_steps is not None:
             self.total_steps = min(self.total_steps, settings.trainer.max_steps)
         self.optimizer = build_optimizer(objective.parameter_groups(), settings.optim, settings.data.batch_size)
+        self.model = self._distribute()  # what forward runs through: the objective, or DDP around it
         self.scheduler = build_scheduler(self.optimizer, settings.schedule, self.total_steps, self.steps_per_epoch)
         self.amp_dtype = autocast_dtype(settings.trainer.precision, self.device)
+        # collapse diagnostics (monitor: section); diagnostics: name -> callable, else built by name
+        self.monitor = Monitor.create(settings.monitor, diagnostics, objective, data, transform, self.device,
+                                      settings.seed)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.augment_generator = torch.Generator(self.device).manual_seed(settings.seed + 1)
+        # distinct, reproducible randomness per rank; rank 0 draws exactly what one process would
+        self.augment_generator = torch.Generator(self.device).manual_seed(settings.seed + 1 + 1_000_003 * self.process.rank)
+        if self.process.rank > 0:
+            torch.manual_seed(settings.seed + 1_000_003 * self.process.rank)
         self.epoch = 0
         self.batch_in_epoch = 0
         self.global_step = 0
 
     # ------------------------------------------------------------------ control
+    def _distribute(self) -> torch.nn.Module:
+        """DDP around the objective when distributed, syncing only the optimised parameters."""
+        if not self.process.distributed:
+            return self.objective
+        trainable = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        if not trainable:
+            distributed.broadcast_module_state(self.objective)
+            return self.objective
+        return distributed.wrap_ddp(self.objective, trainable, self.device)
+
+    def _stop_requested(self) -> bool:
+        """Whether any process was asked to stop (all processes agree, so they stop together)."""
+        return distributed.any_rank([self._stop.is_set()], self.device)[0]
+
     def request_stop(self) -> None:
         """Finish the current step, write a checkpoint and return (what SIGINT/SIGTERM do)."""
         self._stop.set()
@@ -151,12 +186,24 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path:
+        """Write the checkpoint (rank 0; every rank must call it, to hand over its RNG state)."""
         path = self.run_dir / ckpt.CHECKPOINT_NAME
-        ckpt.atomic_save(self._state(), path)
+        rng_per_rank = distributed.all_objects(ckpt.rng_state({"augment": self.augment_generator}))
+        if self.process.is_main:
+            state = self._state()
+            if self.process.distributed:
+                state.update(rng=rng_per_rank[0], rng_per_rank=rng_per_rank, world_size=self.process.world_size)
+            ckpt.atomic_save(state, path)
         return path
 
     def load_checkpoint(self, path: Path | None = None) -> None:
         state = ckpt.load(path or self.run_dir / ckpt.CHECKPOINT_NAME)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.process.world_size:
+            raise SelfsupError(
+                f"the checkpoint in {self.run_dir} was written by {saved_world} process(es) and this run has "
+                f"{self.process.world_size}; resume with the same number (torchrun --nproc_per_node ...)."
+            )
         self.objective.load_state_dict(state["model"])
         self.objective.to(self.device)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -164,7 +211,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         for name, opt in self.objective.extra_optimizers().items():
             opt.load_state_dict(state["extra_optimizers"][name])
-        ckpt.restore_rng_state(state["rng"], {"augment": self.augment_generator})
+        rng = state["rng_per_rank"][self.process.rank] if "rng_per_rank" in state else state["rng"]
+        ckpt.restore_rng_state(rng, {"augment": self.augment_generator})
         progress = state["progress"]
         self.epoch, self.batch_in_epoch, self.global_step = (
             progress["epoch"], progress["batch_in_epoch"], progress["global_step"]
@@ -172,14 +220,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _step(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        views = self.transform(images, self.objective.num_views, self.augment_generator) if self.transform else []
+        # an objective with num_views = 0 (e.g. DIM) reads batch.inputs: no views are made for it
+        make_views = self.transform is not None and self.objective.num_views > 0
+        views = self.transform(images, self.objective.num_views, self.augment_generator) if make_views else []
         batch = Batch(inputs=images, views=views, labels=labels, index=index)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.objective(batch)
+            out = self.model(batch)
         loss = out.loss.float()
-        if not torch.isfinite(loss):
+        nonfinite = distributed.any_rank([not bool(torch.isfinite(loss))], self.device)[0]
+        if nonfinite:
+            where = f" on process {self.process.rank}" if self.process.distributed else ""
             raise TrainingDiverged(
-                f"the loss became {loss.item()} at epoch {self.epoch + 1}, step {self.global_step}; "
+                f"the loss became {loss.item()}{where} at epoch {self.epoch + 1}, step {self.global_step}; "
                 f"training stopped and the last good checkpoint in {self.run_dir} is kept. Try a lower "
                 "optim.lr, trainer.grad_clip=1.0, or trainer.precision=fp32."
             )
@@ -207,12 +259,15 @@ class Trainer:
             if (self.run_dir / EVAL_BEFORE_NAME).exists():
                 before = json.loads((self.run_dir / EVAL_BEFORE_NAME).read_text())
         else:
-            OmegaConf.save(OmegaConf.create(self.config), self.run_dir / CONFIG_NAME)
+            main = self.process.is_main  # every rank evaluates (no rank idles in a collective), rank 0 writes
+            if main:
+                OmegaConf.save(OmegaConf.create(self.config), self.run_dir / CONFIG_NAME)
             if tcfg.eval_before:
                 before = evaluate(self.objective, self.data, self.settings.eval, self.device)
-                (self.run_dir / EVAL_BEFORE_NAME).write_text(json.dumps(before, indent=2))
-                print(f"random init: {format_results(before)}")
-        logger = RunLogger(self.run_dir)
+                if main:
+                    (self.run_dir / EVAL_BEFORE_NAME).write_text(json.dumps(before, indent=2))
+                    print(f"random init: {format_results(before)}")
+        logger = RunLogger(self.run_dir, enabled=self.process.is_main)
         self.objective.train()
         interrupted = False
         try:
@@ -221,8 +276,13 @@ class Trainer:
         finally:
             logger.close()
         if interrupted:
-            print(f"stopped at step {self.global_step}; resume with: selfsup train --resume {self.run_dir}")
+            if self.monitor is not None and self.monitor.stopped:
+                raise self.monitor.collapse_error(self.run_dir)
+            if self.process.is_main:
+                print(f"stopped at step {self.global_step}; resume with: selfsup train --resume {self.run_dir}")
             return FitResult(self.run_dir, self.global_step, True, before=before)
+        if not self.process.is_main:  # rank 0 exports and evaluates; the others are done
+            return FitResult(self.run_dir, self.global_step, False, before=before)
         ckpt.export_encoder(getattr(self.objective, "encoder", self.objective), self.run_dir / ckpt.ENCODER_NAME)
         after = self.finish(before) if tcfg.eval_after else None
         return FitResult(self.run_dir, self.global_step, False, before=before, after=after)
@@ -234,7 +294,7 @@ class Trainer:
         while self.epoch < tcfg.epochs and self.global_step < self.total_steps:
             bar = tqdm(
                 total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{tcfg.epochs}",
-                disable=not tcfg.progress, dynamic_ncols=True, mininterval=0.5, leave=False,
+                disable=not (tcfg.progress and self.process.is_main), dynamic_ncols=True, mininterval=0.5, leave=False,
             )
             sums: dict[str, torch.Tensor] = {}
             count, tick = 0, time.perf_counter()
@@ -250,12 +310,14 @@ class Trainer:
                     elapsed = time.perf_counter() - tick
                     row = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
                            "lr": self.optimizer.param_groups[0]["lr"]}
-                    row.update({k: float(v) / count for k, v in sums.items()})
+                    row.update({k: float(v) / count for k, v in distributed.mean_over_ranks(sums).items()})
                     row["images_per_s"] = count * batch_size / max(elapsed, 1e-9)
+                    if self.monitor is not None:
+                        row.update(self.monitor.on_log(self.objective, self.global_step, stop=self.request_stop))
                     logger.log(row)
                     bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
                     sums, count, tick = {}, 0, time.perf_counter()
-                if self._stop.is_set():
+                if self._stop_requested():
                     bar.close()
                     self.save_checkpoint()
                     return True
@@ -276,6 +338,8 @@ class Trainer:
 
         after = evaluate(self.objective, self.data, self.settings.eval, self.device, self.run_dir / "embedding_tsne.png")
         summary = {"before": before, "after": after, "steps": self.global_step, "epochs": self.epoch}
+        if self.monitor is not None:
+            summary["monitor"] = self.monitor.summary(self.objective, self.global_step)
         (self.run_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2))
         rows = [r for r in read_rows(self.run_dir) if "loss" in r]
         if rows and self.settings.eval.plots:
@@ -300,6 +364,6 @@ def settings_from_config(cfg: Any) -> Settings:
         raise ConfigError(f"seed: expected int, got {seed!r}.")
     return Settings(
         data=section(cfg, "data"), optim=section(cfg, "optim"), schedule=section(cfg, "schedule"),
-        trainer=section(cfg, "trainer"), eval=section(cfg, "eval"), seed=seed,
+        trainer=section(cfg, "trainer"), eval=section(cfg, "eval"), monitor=section(cfg, "monitor"), seed=seed,
     )
 

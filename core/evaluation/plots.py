@@ -20,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-__all__ = ["save_embedding_map", "save_loss_curve"]
+__all__ = ["save_curves", "save_embedding_map", "save_loss_curve"]
 
 PathLike = str | os.PathLike[str]
 
@@ -73,6 +73,37 @@ def save_loss_curve(
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.grid(True, alpha=0.3)
+    if title:
+        axes.set_title(title)
+    return _save_png(figure, path)
+
+
+def save_curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    hlines: Mapping[str, float] | None = None,
+) -> Path:
+    """Several named curves on one axis (e.g. accuracy against time per method), as a PNG.
+
+    series: label -> (x ``[T]``, y ``[T]``); hlines: label -> y of a dashed reference line.
+    """
+    if not series:
+        raise ValueError("no curves to plot")
+    figure = Figure(figsize=(6.5, 4))
+    axes = figure.add_subplot()
+    for label, (x, y) in series.items():
+        axes.plot(_as_numpy(x), _as_numpy(y), marker="o" if len(x) < 30 else None, markersize=3, label=label)
+    for label, y in (hlines or {}).items():
+        axes.axhline(y, linestyle="--", color="grey", linewidth=1)
+        axes.annotate(label, (0.01, y), xycoords=("axes fraction", "data"), fontsize=8, color="grey",
+                      va="bottom")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
     if title:
         axes.set_title(title)
     return _save_png(figure, path)

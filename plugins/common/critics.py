@@ -58,6 +58,9 @@ class CosineCritic(Critic):
 class BilinearCritic(Critic):
     """Bilinear form ``q^T W k`` with a learned ``W [D, D]`` (initialised to the identity)."""
 
+    #: Small arguments for the conformance kit (selfsup.testing), which scores 8-d features.
+    conformance_params = {"dim": 8}
+
     def __init__(self, dim: int, key_dim: int | None = None) -> None:
         super().__init__()
         if dim <= 0:

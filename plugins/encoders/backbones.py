@@ -55,6 +55,9 @@ class TimmEncoder(Encoder):
     the map ``[N, C, H, W]``.
     """
 
+    #: Small arguments for the conformance kit (selfsup.testing): timm's tiny test ResNet.
+    conformance_params = {"model": "test_resnet"}
+
     def __init__(self, model: str, in_channels: int = 3, image_size: int = 32, **kwargs) -> None:
         super().__init__()
         import timm

@@ -8,13 +8,45 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, Objective, StepOutput
+from selfsup.engine import distributed
+from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, Objective, Scores, StepOutput
 
 from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
 from ..common.heads import mlp_head
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
 from ..common.samplers import MomentumQueue
+from ..common.split_batchnorm import convert_split_batchnorm
+
+
+def check_split_bn(split_bn: int) -> int:
+    if split_bn < 1:
+        raise ValueError(f"split_bn must be >= 1 (number of batch-norm chunks), got {split_bn}")
+    return int(split_bn)
+
+
+def contrast_logs(scores: Scores, mi: Tensor) -> dict[str, Tensor]:
+    """MI estimate and instance accuracy (positive beats the hardest negative) for the logs."""
+    logs = {"mi": mi}
+    if scores.negative is not None:
+        with torch.no_grad():
+            hardest_negative = scores.negative.max(dim=1).values
+            logs["instance_acc"] = (scores.positive[:, 0] > hardest_negative).float().mean()
+    return logs
+
+
+@torch.no_grad()
+def encode_keys(key_net: nn.Module, x: Tensor, shuffle: bool) -> Tensor:
+    """Key network on ``x [N, ...]``; with ``shuffle``, MoCo's shuffle-BN around it.
+
+    The global batch (every process's shard) is permuted with a permutation from rank 0,
+    this process encodes its share of the permuted batch, and the keys are put back in
+    order, so no batch-norm statistic is computed over a process's own positives.
+    """
+    if not shuffle:
+        return key_net(x)
+    shuffled, unshuffle = distributed.shuffle_batch(x)
+    return distributed.unshuffle_batch(key_net(shuffled), unshuffle)
 
 
 class MoCo(Objective):
@@ -28,6 +60,12 @@ class MoCo(Objective):
     symmetric: also contrast view 2's query against view 1's key and average (as in the
         MoCo CIFAR demo's symmetric loss); both keys are enqueued.
     momentum_schedule: ``constant`` or ``cosine`` (from ``momentum`` to 1 over training).
+    shuffle_bn: encode keys with shuffle-BN when batch norm sees more than one chunk of the
+        global batch (several processes, or ``split_bn`` > 1): the batch is permuted with a
+        permutation from rank 0, encoded, and unpermuted.
+    split_bn: batch-norm layers of encoder and projector compute their statistics over this
+        many equal chunks of the local batch (:class:`SplitBatchNorm`), emulating as many
+        GPUs on one device, as in the MoCo CIFAR demo. 1 = plain batch norm.
     """
 
     def __init__(
@@ -42,19 +80,22 @@ class MoCo(Objective):
         momentum: float = 0.99,
         momentum_schedule: Literal["constant", "cosine"] = "constant",
         symmetric: bool = False,
+        shuffle_bn: bool = True,
+        split_bn: int = 1,
         num_train: int = 0,
     ) -> None:
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        self.encoder = encoder
+        self.split_bn = check_split_bn(split_bn)
+        self.encoder = convert_split_batchnorm(encoder, self.split_bn)
         if projector == "none":
             self.projector: nn.Module = nn.Identity()
             embedding_dim = encoder.out_dim
         else:
             layers = 2 if projector == "mlp" else 1
             self.projector = mlp_head(encoder.out_dim, embedding_dim, projector_hidden_dim, num_layers=layers)
-        self.key_encoder = frozen_copy(encoder)
+        self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
         self.critic = critic if critic is not None else DotCritic(temperature=0.2)
         self.estimator = estimator if estimator is not None else InfoNCE()
@@ -63,25 +104,24 @@ class MoCo(Objective):
         self.base_momentum = momentum
         self.momentum_schedule = momentum_schedule
         self.symmetric = symmetric
+        self.shuffle_bn = shuffle_bn
         self._pending_keys: list[tuple[Tensor, Tensor | None]] = []
 
     def _query(self, x: Tensor) -> Tensor:
         return F.normalize(self.projector(self.encoder(x).global_), dim=1)  # [N, E]
 
+    def _key_net(self, x: Tensor) -> Tensor:
+        return self.key_projector(self.key_encoder(x).global_)  # [N, E]
+
     @torch.no_grad()
     def _key(self, x: Tensor) -> Tensor:
-        return F.normalize(self.key_projector(self.key_encoder(x).global_), dim=1)  # [N, E]
+        shuffle = self.shuffle_bn and (distributed.world_size() > 1 or self.split_bn > 1)
+        return F.normalize(encode_keys(self._key_net, x, shuffle), dim=1)  # [N, E]
 
     def _contrast(self, query: Tensor, key: Tensor, index: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         scores = self.sampler.score(self.critic, query, key, index)
         estimate = self.estimator(scores)
-        with torch.no_grad():
-            hardest_negative = scores.negative.max(dim=1).values if scores.negative is not None else None
-            top1 = (scores.positive[:, 0] > hardest_negative).float().mean() if hardest_negative is not None else None
-        logs = {"mi": estimate.mi}
-        if top1 is not None:
-            logs["instance_acc"] = top1
-        return estimate.loss, logs
+        return estimate.loss, contrast_logs(scores, estimate.mi)
 
     def forward(self, batch: Batch) -> StepOutput:
         if len(batch.views) < 2:
@@ -118,3 +158,41 @@ class MoCo(Objective):
     def parameter_groups(self) -> list[dict]:
         trainable = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("key_")]
         return [{"params": trainable}]
+
+
+def moco_v2(
+    encoder: Encoder,
+    critic: Critic | None = None,
+    estimator: MIEstimator | None = None,
+    sampler: NegativeSampler | None = None,
+    queue_size: int = 65536,
+    projector_hidden_dim: int | None = None,
+    embedding_dim: int = 128,
+    temperature: float = 0.2,
+    momentum: float = 0.999,
+    symmetric: bool = False,
+    shuffle_bn: bool = True,
+    split_bn: int = 1,
+    num_train: int = 0,
+) -> MoCo:
+    """MoCo v2 preset (Chen et al. 2020): MLP head, T=0.2, queue of 65,536 keys, momentum 0.999.
+
+    The paper's ImageNet settings; ``sampler`` (default: a momentum queue of ``queue_size``)
+    and ``critic`` (default: dot product at ``temperature`` on normalised vectors) may be
+    replaced. For small data sets shrink the queue below the training-set size and lower the
+    momentum (examples/moco_v2.yaml: digits, 1,024 keys, momentum 0.99).
+    """
+    return MoCo(
+        encoder,
+        critic=critic if critic is not None else DotCritic(temperature=temperature),
+        estimator=estimator,
+        sampler=sampler if sampler is not None else MomentumQueue(queue_size),
+        projector="mlp",
+        projector_hidden_dim=projector_hidden_dim,
+        embedding_dim=embedding_dim,
+        momentum=momentum,
+        symmetric=symmetric,
+        shuffle_bn=shuffle_bn,
+        split_bn=split_bn,
+        num_train=num_train,
+    )

@@ -86,3 +86,14 @@ def test_embedding_map_rejects_bad_shapes(tmp_path: Path) -> None:
         save_embedding_map(np.zeros((10, 4)), np.zeros(9), tmp_path / "m.png")
     with pytest.raises(ValueError, match=r"features must have shape \[N, D\]"):
         save_embedding_map(np.zeros(10), np.zeros(10), tmp_path / "m.png")
+
+
+def test_save_curves_writes_png_and_rejects_empty(tmp_path):
+    from selfsup.evaluation import save_curves
+
+    path = save_curves({"a": ([0, 1, 2], [50.0, 60.0, 70.0]), "b": ([0, 2], [40.0, 80.0])}, tmp_path / "c.png",
+                       xlabel="min", ylabel="acc", hlines={"baseline": 75.3})
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    with pytest.raises(ValueError, match="no curves"):
+        save_curves({}, tmp_path / "d.png", xlabel="x", ylabel="y")

@@ -11,6 +11,7 @@ from selfsup.plugins.data import register
 from selfsup.plugins.data.augment import (
     IdentityViews,
     TwoViewAugment,
+    affine_grid,
     crop_matrices,
     gaussian_blur,
     gaussian_kernels,
@@ -108,6 +109,13 @@ def test_crop_boxes_fit_inside_the_image() -> None:
     ramp = torch.linspace(0, 1, 3 * 25).view(3, 1, 5, 5)
     grid = F.affine_grid(theta, [3, 1, 5, 5], align_corners=False)
     assert torch.allclose(warp(ramp, theta), F.grid_sample(ramp, grid, align_corners=False), atol=1e-6)
+
+
+def test_affine_grid_matches_torch_for_general_matrices() -> None:
+    theta = torch.randn(5, 2, 3, generator=_gen(3))
+    for height, width in [(4, 4), (5, 9), (1, 3)]:
+        expected = F.affine_grid(theta, [5, 1, height, width], align_corners=False)
+        assert torch.allclose(affine_grid(theta, height, width), expected, atol=1e-5)
 
 
 def test_grayscale_makes_equal_channels() -> None:

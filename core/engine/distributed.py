@@ -1,0 +1,268 @@
+"""torch.distributed for the engine and for parts that must see every process's batch.
+
+Launch with ``torchrun`` (``python -m torch.distributed.run``): it sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, and
+:func:`init_from_env` joins the process group they describe (NCCL on CUDA, gloo on CPU).
+
+Conventions (every function here also works in a single process, world size W = 1, where
+gathers return their input and shuffles draw a local permutation):
+
+* the global batch of ``data.batch_size`` samples is split into W equal contiguous shards,
+  shard r on rank r; so ``gather`` of per-rank ``[n, ...]`` tensors in rank order is the
+  global batch ``[W*n, ...]`` in the order a single process would see it;
+* collectives are called by every rank in the same order (all parts are symmetric).
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """Where this process stands: ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+# --------------------------------------------------------------------------- state
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Processes in the default group (1 when not distributed)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank in the default group (0 when not distributed)."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 when absent)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_from_env(device: torch.device, timeout_minutes: float = 30.0) -> tuple[ProcessInfo, torch.device]:
+    """Join the process group torchrun describes, if any; return this process's info and device.
+
+    device: the device the trainer chose. Under CUDA without an index it becomes
+        ``cuda:LOCAL_RANK`` (and is made current); NCCL is used on CUDA, gloo otherwise.
+    A process group that is already initialised (by a user's script) is reused as is.
+    Without ``WORLD_SIZE > 1`` and no group, nothing happens: ``ProcessInfo()`` and ``device``.
+    """
+    if not is_initialized() and env_world_size() <= 1:
+        return ProcessInfo(), device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not is_initialized():
+        for key in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
+            if key not in os.environ:
+                raise ConfigError(
+                    f"WORLD_SIZE={env_world_size()} is set but {key} is not; launch distributed runs with "
+                    "torchrun (for example: torchrun --nproc_per_node 2 -m selfsup.cli train PIPELINE)."
+                )
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    return ProcessInfo(rank(), world_size(), local_rank), device
+
+
+# --------------------------------------------------------------------------- gathers
+def gather(x: Tensor) -> Tensor:
+    """Every rank's ``x [n, ...]`` concatenated in rank order -> ``[W*n, ...]``, no gradient.
+
+    Every rank must pass the same shape. Used for keys before enqueueing and for
+    memory-bank updates, so that every process applies the same update.
+    """
+    if world_size() == 1:
+        return x
+    x = x.detach().contiguous()
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums the gradients of every rank's loss into the local part."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x)
+        ctx.rows = x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        n, r = ctx.rows, dist.get_rank()
+        if dist.get_backend() == "nccl":
+            local = torch.empty((n, *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
+            dist.reduce_scatter_tensor(local, grad)
+            return local
+        dist.all_reduce(grad)  # gloo has no reduce_scatter: sum everything, keep our slice
+        return grad[r * n : (r + 1) * n]
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Like :func:`gather`, but differentiable: ``[n, ...] -> [W*n, ...]``.
+
+    The backward pass gives rank r the sum over ranks of d(loss_s)/d(x_r). With DDP averaging
+    parameter gradients over ranks, the result is the gradient of the mean of the per-rank
+    losses, exactly what one process would compute on the concatenated batch.
+    """
+    if world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+def local_slice(total_rows: int) -> slice:
+    """Rows of this rank in a gathered ``[total_rows, ...]`` tensor (equal shards)."""
+    w = world_size()
+    if total_rows % w:
+        raise ValueError(f"{total_rows} gathered rows do not split into {w} equal shards")
+    n = total_rows // w
+    return slice(rank() * n, (rank() + 1) * n)
+
+
+# --------------------------------------------------------------------------- shuffle-BN
+@torch.no_grad()
+def shuffle_batch(x: Tensor) -> tuple[Tensor, Tensor]:
+    """MoCo's shuffle-BN: this rank's share of a random permutation of the global batch.
+
+    x: ``[n, ...]`` this rank's shard. Returns ``(x_shuffled [n, ...], unshuffle [W*n])``:
+    the permutation is drawn on rank 0 from the default torch generator of ``x``'s device
+    (checkpointed with the run's RNG state) and broadcast, so every rank uses the same one.
+    Batch-norm statistics of an encoder run on ``x_shuffled`` then mix samples of every
+    rank, which stops the key encoder from leaking which samples share a shard.
+    """
+    x_all = gather(x)
+    total = x_all.shape[0]
+    if world_size() == 1:
+        permutation = torch.randperm(total, device=x.device)
+    else:
+        permutation = torch.randperm(total, device=x.device) if is_main_process() else torch.empty(
+            total, dtype=torch.long, device=x.device
+        )
+        dist.broadcast(permutation, src=0)
+    unshuffle = torch.argsort(permutation)
+    return x_all.index_select(0, permutation[local_slice(total)]), unshuffle
+
+
+@torch.no_grad()
+def unshuffle_batch(y: Tensor, unshuffle: Tensor) -> Tensor:
+    """Undo :func:`shuffle_batch`: ``y [n, ...]`` computed on the shuffled shard -> this rank's
+    rows in the original order ``[n, ...]``."""
+    y_all = gather(y)
+    return y_all.index_select(0, unshuffle[local_slice(y_all.shape[0])])
+
+
+# --------------------------------------------------------------------------- small collectives
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Element-wise OR of boolean flags over ranks (one small all_reduce)."""
+    if world_size() == 1:
+        return list(flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def mean_over_ranks(values: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The mean of each scalar over ranks (keys must be the same on every rank)."""
+    if world_size() == 1 or not values:
+        return values
+    keys = sorted(values)
+    stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+    dist.all_reduce(stacked)
+    stacked /= world_size()
+    return dict(zip(keys, stacked.unbind(0)))
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (picklable objects)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank."""
+    if world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+# --------------------------------------------------------------------------- models
+@torch.no_grad()
+def broadcast_module_state(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (once, before training)."""
+    if world_size() == 1:
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def wrap_ddp(objective: nn.Module, trainable: list[nn.Parameter], device: torch.device) -> nn.Module:
+    """DistributedDataParallel around ``objective`` that synchronises only ``trainable``.
+
+    * Parameters outside ``trainable`` (momentum/key encoders, a discriminator with its own
+      optimiser) are ignored by DDP: no gradient hooks, no all-reduce.
+    * ``broadcast_buffers=False``: queue and memory bank stay identical because their
+      updates are gathered; BN running statistics stay per rank (rank 0's are the ones
+      checkpointed, as with DDP's default broadcast from rank 0). One broadcast of the whole
+      state at wrap time makes every rank start from rank 0's model.
+    * ``static_graph=True``: the objective's graph is the same every step, so parameters
+      unused by it are found once, at the first step, with no per-step graph search
+      (``find_unused_parameters`` would redo it every step).
+    """
+    broadcast_module_state(objective)
+    trainable_ids = {id(p) for p in trainable}
+    ignored = [name for name, p in objective.named_parameters() if id(p) not in trainable_ids]
+    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(objective, ignored)
+    ddp = nn.parallel.DistributedDataParallel
+    options: dict[str, Any] = {"static_graph": True}
+    accepted = inspect.signature(ddp.__init__).parameters
+    if "forward_sync_buffers" in accepted:  # torch >= 2.12 renamed broadcast_buffers
+        options.update(forward_sync_buffers=False, init_sync=False)
+    else:
+        options["broadcast_buffers"] = False
+    return ddp(objective, device_ids=[device.index] if device.type == "cuda" else None, **options)

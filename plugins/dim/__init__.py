@@ -1,0 +1,23 @@
+"""The Deep InfoMax bundle: DIM encoders, learned critics, adversarial prior matching, the
+``dim`` objective and the ``mi`` / ``dim`` benchmarks."""
+
+from __future__ import annotations
+
+from selfsup.registry import Registry
+
+
+def register(registry: Registry) -> None:
+    from .bench_dim import main as bench_dim
+    from .bench_mi import main as bench_mi
+    from .critics import ConcatCritic, SeparableCritic
+    from .encoders import DIMConvEncoder
+    from .objective import DeepInfoMax
+    from .prior import AdversarialPrior
+
+    registry.register("encoder", "dim_conv", DIMConvEncoder)
+    registry.register("critic", "separable", SeparableCritic)
+    registry.register("critic", "concat", ConcatCritic)
+    registry.register("prior", "adversarial", AdversarialPrior)
+    registry.register("objective", "dim", DeepInfoMax)
+    registry.register("benchmark", "mi", bench_mi)
+    registry.register("benchmark", "dim", bench_dim)

@@ -1,0 +1,79 @@
+"""Barlow Twins (Zbontar et al. 2021): make the cross-correlation of the two views' embeddings the identity."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from selfsup.interfaces import Batch, Encoder, StepOutput
+
+from .base import TwoViewObjective, projector_head
+
+
+class BarlowTwinsTerms(NamedTuple):
+    """loss = on_diagonal + lambda * off_diagonal (all scalars)."""
+
+    loss: Tensor
+    on_diagonal: Tensor
+    off_diagonal: Tensor
+
+
+def batch_standardise(z: Tensor, eps: float = 1e-5) -> Tensor:
+    """``[N, D]`` -> each column with mean 0 and (biased) variance 1, as an affine-free BatchNorm."""
+    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)
+
+
+def cross_correlation(z1: Tensor, z2: Tensor, eps: float = 1e-5) -> Tensor:
+    """Cross-correlation ``C [D, D]`` of batch-standardised ``z1, z2 [N, D]``: ``C_ij = mean_n z1_ni z2_nj``."""
+    if z1.shape != z2.shape or z1.dim() != 2 or z1.shape[0] < 2:
+        raise ValueError(f"z1 and z2 must both be [N, D] with N >= 2, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    return batch_standardise(z1, eps).T @ batch_standardise(z2, eps) / z1.shape[0]  # [D, N] x [N, D]
+
+
+def barlow_twins_loss(z1: Tensor, z2: Tensor, lambda_offdiag: float = 0.0051, eps: float = 1e-5) -> BarlowTwinsTerms:
+    """``sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2`` for z1, z2 ``[N, D]`` (C: :func:`cross_correlation`).
+
+    Identical embeddings give ``C_ii = 1`` (on-diagonal term 0); identical whitened ones
+    (decorrelated columns) give ``C = I`` and a loss of 0.
+    """
+    if lambda_offdiag < 0:
+        raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
+    c = cross_correlation(z1.float(), z2.float(), eps)
+    diagonal = torch.diagonal(c)
+    on = (1.0 - diagonal).pow(2).sum()
+    off = c.pow(2).sum() - diagonal.pow(2).sum()
+    return BarlowTwinsTerms(on + lambda_offdiag * off, on, off)
+
+
+class BarlowTwins(TwoViewObjective):
+    """Barlow Twins: cross-correlation of batch-normalised projections pushed to the identity (lambda = 0.0051).
+
+    Projector: 3 Linear layers with BN-ReLU between them (the paper's shape, narrowed to
+    ``embedding_dim`` = 512 for small images; the paper uses 8192).
+    lambda_offdiag: weight of the redundancy-reduction (off-diagonal) term.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        embedding_dim: int = 512,
+        projector_hidden_dim: int | None = 512,
+        projector_layers: int = 3,
+        lambda_offdiag: float = 0.0051,
+    ) -> None:
+        super().__init__(encoder)
+        if lambda_offdiag < 0:
+            raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
+        self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, projector_layers,
+                                        batch_norm=True)
+        self.lambda_offdiag = float(lambda_offdiag)
+
+    def forward(self, batch: Batch) -> StepOutput:
+        view1, view2 = self.two_views(batch)
+        z1 = self.projector(self.encoder(view1).global_)  # [N, E]
+        z2 = self.projector(self.encoder(view2).global_)
+        terms = barlow_twins_loss(z1, z2, self.lambda_offdiag)
+        return StepOutput(loss=terms.loss, logs={"on_diagonal": terms.on_diagonal.detach(),
+                                                 "off_diagonal": terms.off_diagonal.detach()})

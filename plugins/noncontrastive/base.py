@@ -1,0 +1,54 @@
+"""What the two-view bundles share: an encoder, a projector and the representation to evaluate."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.interfaces import Batch, Encoder, Objective
+
+from ..common.heads import mlp_head
+
+
+def projector_head(in_dim: int, out_dim: int, hidden_dim: int | None, num_layers: int, batch_norm: bool,
+                   last_batch_norm: bool = False) -> nn.Sequential:
+    """A projection MLP ``[N, in_dim] -> [N, out_dim]`` (see :func:`~..common.heads.mlp_head`)."""
+    if out_dim <= 0:
+        raise ValueError(f"embedding_dim must be positive, got {out_dim}")
+    if hidden_dim is not None and hidden_dim <= 0:
+        raise ValueError(f"hidden dim must be positive, got {hidden_dim}")
+    return mlp_head(in_dim, out_dim, hidden_dim, num_layers=num_layers, batch_norm=batch_norm,
+                    last_batch_norm=last_batch_norm)
+
+
+class TwoViewObjective(Objective):
+    """Base of bundles that compare two augmented views of each image.
+
+    ``embed(x)`` is the encoder's global vector ``[N, D]`` (before any projector), the
+    representation that kNN / linear evaluation and the collapse monitor read.
+    """
+
+    num_views = 2
+
+    def __init__(self, encoder: Encoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def two_views(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        if len(batch.views) < 2:
+            raise ValueError(f"{type(self).__name__} needs 2 augmented views per batch, got {len(batch.views)}; "
+                             "set data.augment (e.g. {name: two_view}).")
+        return batch.views[0], batch.views[1]
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.encoder(x).global_
+
+    def project(self, x: Tensor) -> Tensor:
+        """Images -> the projector's output ``[N, E]`` (what the loss compares; the collapse
+        monitor reads it with ``monitor.source: project``). Subclasses set ``self.projector``."""
+        return self.projector(self.encoder(x).global_)
+
+
+def mean_cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Mean cosine similarity of aligned rows ``[N, D] x [N, D]`` (a detached log value)."""
+    return F.cosine_similarity(a.detach().float(), b.detach().float(), dim=-1).mean()

@@ -1,0 +1,93 @@
+"""BYOL (Grill et al. 2020): predict a momentum target network's projection of the other view."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from selfsup.interfaces import Batch, Encoder, StepOutput
+
+from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
+from .base import TwoViewObjective, mean_cosine, projector_head
+
+
+def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """``2 - 2 cos(p, z')`` averaged over the batch: prediction, target ``[N, D]`` -> scalar in [0, 4].
+
+    Equals the mean squared distance of the L2-normalised vectors. The caller passes the
+    target network's output, which carries no gradient (stop-gradient).
+    """
+    if prediction.shape != target.shape or prediction.dim() != 2:
+        raise ValueError(f"prediction and target must both be [N, D], got {tuple(prediction.shape)} and "
+                         f"{tuple(target.shape)}")
+    return (2.0 - 2.0 * F.cosine_similarity(prediction, target, dim=-1)).mean()
+
+
+def symmetric_byol_loss(p1: Tensor, p2: Tensor, z1_target: Tensor, z2_target: Tensor) -> Tensor:
+    """BYOL's symmetrised loss ``L + L~ = byol(p1, sg(z2')) + byol(p2, sg(z1'))`` (the paper sums
+    the two directions; range [0, 8]). All inputs ``[N, D]``; targets are detached here."""
+    return byol_loss(p1, z2_target.detach()) + byol_loss(p2, z1_target.detach())
+
+
+class BYOL(TwoViewObjective):
+    """BYOL: online encoder + projector + predictor against a momentum target (encoder + projector).
+
+    The projector and predictor are Linear-BN-ReLU-Linear MLPs (BN is what keeps BYOL from
+    collapsing in practice). The target follows the online network by an EMA whose
+    momentum rises from ``momentum`` to 1 on a cosine schedule (0.99 suits short runs, the
+    paper's 0.996 long ones). Loss: ``2 - 2 cos(p, sg(z'))`` for both view orders, summed.
+
+    momentum_schedule: ``cosine`` (paper) or ``constant``.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        embedding_dim: int = 128,
+        projector_hidden_dim: int | None = 512,
+        predictor_hidden_dim: int | None = 512,
+        momentum: float = 0.99,
+        momentum_schedule: Literal["cosine", "constant"] = "cosine",
+    ) -> None:
+        super().__init__(encoder)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, 2, batch_norm=True)
+        self.predictor = projector_head(embedding_dim, embedding_dim, predictor_hidden_dim, 2, batch_norm=True)
+        self.target_encoder = frozen_copy(encoder)
+        self.target_projector = frozen_copy(self.projector)
+        self.base_momentum = float(momentum)
+        self.momentum_schedule = momentum_schedule
+        self.last_momentum = float(momentum)
+
+    def _online(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        z = self.projector(self.encoder(x).global_)  # [N, E]
+        return z, self.predictor(z)  # projection, prediction [N, E]
+
+    @torch.no_grad()
+    def _target(self, x: Tensor) -> Tensor:
+        return self.target_projector(self.target_encoder(x).global_)  # [N, E]
+
+    def forward(self, batch: Batch) -> StepOutput:
+        view1, view2 = self.two_views(batch)
+        _, p1 = self._online(view1)
+        _, p2 = self._online(view2)
+        t1, t2 = self._target(view1), self._target(view2)
+        loss = symmetric_byol_loss(p1, p2, t1, t2)
+        logs = {"cosine": (mean_cosine(p1, t2) + mean_cosine(p2, t1)) / 2, "target_momentum": self.last_momentum}
+        return StepOutput(loss=loss, logs=logs)
+
+    def current_momentum(self, step: int, total_steps: int) -> float:
+        if self.momentum_schedule == "cosine":
+            return cosine_momentum(self.base_momentum, step, total_steps)
+        return self.base_momentum
+
+    @torch.no_grad()
+    def after_step(self, step: int, total_steps: int) -> None:
+        """Move the target toward the online network: ``target = m target + (1 - m) online``."""
+        self.last_momentum = self.current_momentum(step, total_steps)
+        momentum_update(self.target_encoder, self.encoder, self.last_momentum)
+        momentum_update(self.target_projector, self.projector, self.last_momentum)

@@ -1,0 +1,91 @@
+"""SimSiam (Chen & He 2021): a predictor and a stop-gradient instead of negatives or a momentum target.
+
+The stop-gradient and the predictor are options so that the collapse study can remove them:
+without the stop-gradient (or without the predictor) the embeddings collapse to a constant,
+as in Figure 2 and Table 1 of the paper.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from selfsup.interfaces import Batch, Encoder, StepOutput
+
+from .base import TwoViewObjective, mean_cosine, projector_head
+
+
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> Tensor:
+    """``-1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))]`` averaged over the batch; all inputs ``[N, D]``.
+
+    Range [-1, 1]; -1 when every prediction points along the other view's projection.
+    ``stop_gradient=False`` lets gradients flow into z (the collapsing variant).
+    """
+    shapes = {tuple(t.shape) for t in (p1, p2, z1, z2)}
+    if len(shapes) != 1 or p1.dim() != 2:
+        raise ValueError(f"p1, p2, z1, z2 must all be [N, D], got shapes {sorted(shapes)}")
+    if stop_gradient:
+        z1, z2 = z1.detach(), z2.detach()
+    return -0.5 * (F.cosine_similarity(p1, z2, dim=-1).mean() + F.cosine_similarity(p2, z1, dim=-1).mean())
+
+
+class SimSiam(TwoViewObjective):
+    """SimSiam: projector + bottleneck predictor, loss -1/2[cos(p1, sg(z2)) + cos(p2, sg(z1))].
+
+    Defaults for small images (the paper's CIFAR variant): projector of 2 Linear-BN(-ReLU)
+    layers to ``embedding_dim`` ending in an affine-free BN; predictor Linear-BN-ReLU-Linear
+    with a bottleneck of ``embedding_dim // 4``.
+
+    stop_gradient: detach the projections the predictions are compared with (False collapses).
+    predictor: use the predictor (False: compare projections directly, which collapses).
+    fixed_predictor_lr: keep the predictor's learning rate at its starting value while the
+        schedule decays the rest (the paper's Table 1, "fixed lr"); needs ``predictor``.
+    projector_last_batch_norm: end the projector with an affine-free BN (the paper's
+        architecture). It keeps every projection dimension at unit batch variance, which
+        hides collapse from the projections; the collapse study turns it off.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        embedding_dim: int = 256,
+        projector_hidden_dim: int | None = None,
+        projector_layers: int = 2,
+        predictor: bool = True,
+        predictor_hidden_dim: int | None = None,
+        stop_gradient: bool = True,
+        fixed_predictor_lr: bool = False,
+        projector_last_batch_norm: bool = True,
+    ) -> None:
+        super().__init__(encoder)
+        if fixed_predictor_lr and not predictor:
+            raise ValueError("fixed_predictor_lr needs a predictor (predictor: true)")
+        hidden = projector_hidden_dim or encoder.out_dim
+        self.projector = projector_head(encoder.out_dim, embedding_dim, hidden, projector_layers, batch_norm=True,
+                                        last_batch_norm=projector_last_batch_norm)
+        bottleneck = predictor_hidden_dim or max(embedding_dim // 4, 1)
+        self.predictor: nn.Module = (
+            projector_head(embedding_dim, embedding_dim, bottleneck, 2, batch_norm=True) if predictor else nn.Identity()
+        )
+        self.stop_gradient = stop_gradient
+        self.fixed_predictor_lr = fixed_predictor_lr
+
+    def forward(self, batch: Batch) -> StepOutput:
+        view1, view2 = self.two_views(batch)
+        z1 = self.projector(self.encoder(view1).global_)  # [N, E]
+        z2 = self.projector(self.encoder(view2).global_)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        loss = simsiam_loss(p1, p2, z1, z2, self.stop_gradient)
+        with torch.no_grad():
+            z_std = F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
+        return StepOutput(loss=loss, logs={"cosine": (mean_cosine(p1, z2) + mean_cosine(p2, z1)) / 2,
+                                           "projection_std": z_std})
+
+    def parameter_groups(self) -> list[dict]:
+        """One group, or two with ``fixed_predictor_lr`` (the predictor's marked ``fixed_lr``)."""
+        if not self.fixed_predictor_lr:
+            return super().parameter_groups()
+        predictor = {id(p) for p in self.predictor.parameters()}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in predictor]
+        return [{"params": rest}, {"params": list(self.predictor.parameters()), "fixed_lr": True}]

@@ -1,0 +1,124 @@
+"""``selfsup bench step PIPELINE [overrides]``: images/s, a per-phase breakdown and step/floor.
+
+The *floor* is a hand-written loop doing only the work an objective cannot avoid, on one
+fixed batch: the query encoder (and projector) forward and backward on the views it
+trains, the momentum encoder's forward where it has one, and the optimiser step. The ratio
+step/floor is what the framework costs beyond the network itself (augmentation, critic,
+estimator, sampler and momentum updates, logging).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from selfsup.config import load_pipeline
+from selfsup.engine import Trainer, build_trainer
+from selfsup.profiling import StepProfiler, phase
+
+
+def _median_seconds(fn: Callable[[], object], steps: int, device: torch.device) -> list[float]:
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def floor_step_fn(trainer: Trainer, images: torch.Tensor) -> Callable[[], None]:
+    """The unavoidable work of one step of ``trainer.objective`` on ``images`` (no augmentation).
+
+    Uses the objective's ``encoder`` and optional ``projector``, ``key_encoder`` and
+    ``key_projector`` attributes; the number of trained views follows ``symmetric``.
+    """
+    objective = trainer.objective
+    encoder: nn.Module = objective.encoder
+    projector: nn.Module = getattr(objective, "projector", nn.Identity())
+    key_encoder = getattr(objective, "key_encoder", None)
+    key_projector = getattr(objective, "key_projector", nn.Identity())
+    query_views = 2 if getattr(objective, "symmetric", False) or key_encoder is None else 1
+    views = [images, images.flip(-1)][: max(query_views, objective.num_views or 1)]
+    params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+    optimizer = torch.optim.SGD(params, lr=1e-6, momentum=0.9)
+    amp = trainer.amp_dtype
+
+    def step() -> None:
+        with torch.autocast(trainer.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            outputs = [projector(encoder(v).global_) for v in views[:query_views]]
+            if key_encoder is not None:
+                with torch.no_grad():
+                    for v in views:
+                        key_projector(key_encoder(v).global_)
+            loss = sum(o.float().square().mean() for o in outputs)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[str, float]:
+    cfg = load_pipeline(pipeline, [*overrides, "trainer.progress=false", "trainer.eval_before=false"])
+    trainer = build_trainer(cfg, run_dir="/tmp/selfsup-bench-step")
+    batches = trainer.loader.epoch(0)
+    device = trainer.device
+    batch_size = trainer.settings.data.batch_size
+
+    def train_step() -> None:
+        nonlocal batches
+        with phase("data"):
+            try:
+                images, labels, index = next(batches)
+            except StopIteration:
+                batches = trainer.loader.epoch(0)
+                images, labels, index = next(batches)
+        trainer._step(images, labels, index)
+
+    for _ in range(warmup):
+        train_step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    step_times = _median_seconds(train_step, steps, device)
+    with StepProfiler(device) as profiler:
+        _median_seconds(train_step, max(steps // 2, 3), device)
+    profiled_steps = max(steps // 2, 3)
+
+    images = next(trainer.loader.epoch(1))[0]
+    floor = floor_step_fn(trainer, images)
+    for _ in range(warmup):
+        floor()
+    floor_times = _median_seconds(floor, steps, device)
+
+    step_s, floor_s = statistics.median(step_times), statistics.median(floor_times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
+    print(f"pipeline {pipeline}  device {device}  batch {batch_size}  steps {steps} (+{warmup} warm-up)")
+    print(f"step   {1000 * step_s:8.1f} ms   {batch_size / step_s:9.0f} images/s")
+    print(f"floor  {1000 * floor_s:8.1f} ms   {batch_size / floor_s:9.0f} images/s")
+    print(f"step/floor {step_s / floor_s:.3f}" + (f"   peak GPU memory {peak:.0f} MiB" if peak == peak else ""))
+    print("\nbreakdown of one step (ms, share of the step):")
+    for name, seconds in sorted(profiler.seconds.items()):
+        ms = 1000 * seconds / profiled_steps
+        indent = "  " * name.count("/")
+        print(f"  {indent}{name.split('/')[-1]:<22} {ms:8.2f}  {100 * ms / (1000 * step_s):5.1f}%")
+    return {"step_s": step_s, "floor_s": floor_s, "ratio": step_s / floor_s, "images_per_s": batch_size / step_s}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="selfsup bench step", description=__doc__.split("\n\n")[0])
+    parser.add_argument("pipeline")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=5)
+    args = parser.parse_args(argv)
+    run(args.pipeline, args.overrides, args.steps, args.warmup)
+    return 0

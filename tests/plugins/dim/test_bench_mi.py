@@ -1,0 +1,80 @@
+"""The known-answer MI benchmark: the Gaussian ground truth, and estimators that find it."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from selfsup.plugins.common.estimators import NWJ, DonskerVaradhan, InfoNCE
+from selfsup.plugins.dim.bench_mi import (
+    correlated_gaussians,
+    gaussian_mi,
+    main,
+    make_critic,
+    rho_for_mi,
+    stage_summary,
+    train_estimator,
+)
+
+
+def test_gaussian_mi_by_hand():
+    # d = 20, rho^2 = 1 - e^{-0.2}: I = -10 log(e^{-0.2}) = 2 nats
+    rho = math.sqrt(1 - math.exp(-0.2))
+    assert rho_for_mi(2.0, 20) == pytest.approx(rho)
+    assert gaussian_mi(rho, 20) == pytest.approx(2.0)
+    assert gaussian_mi(0.5, 2) == pytest.approx(-math.log(0.75))  # -(2/2) log(1 - 1/4)
+    for mi in (2.0, 4.0, 10.0):
+        assert gaussian_mi(rho_for_mi(mi, 20), 20) == pytest.approx(mi)
+
+
+def test_correlated_gaussians_have_the_right_correlation():
+    x, y = correlated_gaussians(20000, 3, mi=1.5, generator=torch.Generator().manual_seed(0))
+    corr = np.corrcoef(x.numpy().T, y.numpy().T)[:3, 3:]  # [3, 3] cross-correlations
+    np.testing.assert_allclose(np.diag(corr), rho_for_mi(1.5, 3), atol=0.02)
+    assert np.abs(corr - np.diag(np.diag(corr))).max() < 0.03
+    np.testing.assert_allclose(y.std(0).numpy(), 1.0, atol=0.03)
+
+
+def test_stage_summary_takes_the_last_quarter():
+    estimates = np.array([9, 9, 9, 9, 9, 9, 1, 3, 0, 0, 0, 0, 0, 0, 6, 8], dtype=float)
+    assert stage_summary(estimates, steps_per_stage=8) == [(2.0, 1.0), (7.0, 1.0)]
+
+
+@pytest.mark.slow
+def test_reduced_benchmark_finds_the_known_answer():
+    """d = 20, 2 and 4 nats, separable critic, batch 128: InfoNCE stays under log(batch); NWJ and
+    DV land within 15% of the truth (mean of the last quarter of each stage)."""
+    torch.set_num_threads(1)
+    stages, steps, batch = [2.0, 4.0], 600, 128
+    results = {}
+    for name, estimator in (("infonce", InfoNCE()), ("nwj", NWJ()), ("dv", DonskerVaradhan())):
+        torch.manual_seed(0)
+        critic = make_critic("separable", 20, hidden_dim=256, embedding_dim=32, hidden_layers=2, shortcut=False)
+        estimates = train_estimator(estimator, critic, stages, steps, batch, 20, lr=2e-3, seed=0, anneal=True)
+        results[name] = stage_summary(estimates, steps)
+        if name == "infonce":
+            assert estimates.max() <= math.log(batch) + 1e-6
+    for name in ("nwj", "dv"):
+        for truth, (mean, _) in zip(stages, results[name]):
+            assert abs(mean - truth) <= 0.15 * truth, f"{name} at {truth} nats: {mean:.2f}"
+    assert results["infonce"][1][0] > results["infonce"][0][0]  # more MI, higher estimate
+
+
+def test_main_prints_a_table_and_writes_plot_and_csv(tmp_path, capsys):
+    plot, table = tmp_path / "mi.png", tmp_path / "mi.csv"
+    code = main(["--steps-per-stage", "4", "--stages", "1", "2", "--batch-sizes", "8", "--hidden-dim", "8",
+                 "--embedding-dim", "4", "--plot", str(plot), "--csv", str(table)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "true MI" in out and "log(batch)" in out
+    rows = table.read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * 1 * 4 * 2  # header + critics x batches x estimators x stages
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_main_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        main(["--steps-per-stage", "1"])
+    with pytest.raises(SystemExit):
+        main(["--critics", "bilinear"])
