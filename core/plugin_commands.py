@@ -101,19 +101,28 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .testing import ConformanceResult, format_results, normalize_package, run_conformance
+    from collections import Counter
+
+    from .testing import CHECKED_KINDS, ConformanceResult, format_results, normalize_package, run_conformance
 
     loaded = _plugins(args.strict)
     wanted = None if args.package is None else normalize_package(args.package)
     failures = [f for f in loaded.failures if wanted is None or normalize_package(f.provider.package) == wanted]
     results = [ConformanceResult("plugin", f.plugin, str(f.provider), "fail", f"could not load: {f.reason}")
                for f in failures]
-    results += run_conformance(loaded.registry, package=args.package, kinds=[args.kind] if args.kind else None)
-    if not results:
+    kinds = [args.kind] if args.kind else list(CHECKED_KINDS)
+    results += run_conformance(loaded.registry, package=args.package, kinds=kinds)
+    unchecked = Counter(e.kind for e in loaded.registry.list() if e.kind not in kinds and not args.kind
+                        and (wanted is None or normalize_package(e.provider.package) == wanted))
+    if not results and not unchecked:
         packages = sorted({e.provider.package for e in loaded.registry.list()})
         raise SelfsupError(f"no components from a package named {args.package!r}"
                            f"{' of kind ' + repr(args.kind) if args.kind else ''}; installed: {', '.join(packages)}.")
-    print(format_results(results))
+    if results:
+        print(format_results(results))
+    if unchecked:
+        print("not checked (kinds without a conformance check): "
+              + ", ".join(f"{count} {kind}" for kind, count in unchecked.items()))
     return EXIT_CHECK_FAILED if any(r.status == "fail" for r in results) else 0
 
 

@@ -68,7 +68,6 @@ PLUGIN = '''\
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from selfsup import Critic, hookimpl

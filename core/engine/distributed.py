@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..interfaces import StepOutput
 
 
 @dataclass(frozen=True)
@@ -241,28 +242,54 @@ def broadcast_module_state(module: nn.Module) -> None:
         dist.broadcast(tensor.data, src=0)
 
 
-def wrap_ddp(objective: nn.Module, trainable: list[nn.Parameter], device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``objective`` that synchronises only ``trainable``.
+class _UnpackedOutput(nn.Module):
+    """The objective with its ``StepOutput`` unpacked to ``(loss, logs)``.
+
+    DDP looks for the output tensors it hooks (for ``static_graph``'s first-step reduction)
+    in tuples and dicts, not inside dataclasses.
+    """
+
+    def __init__(self, objective: nn.Module) -> None:
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, batch: Any) -> tuple[Tensor, dict[str, Any]]:
+        out = self.objective(batch)
+        return out.loss, out.logs
+
+
+class DistributedObjective(nn.Module):
+    """DistributedDataParallel around an objective that synchronises only ``trainable``.
+
+    Call it like the objective: ``batch -> StepOutput``; the loss it returns is DDP's, so
+    its backward pass averages the gradients over ranks.
 
     * Parameters outside ``trainable`` (momentum/key encoders, a discriminator with its own
       optimiser) are ignored by DDP: no gradient hooks, no all-reduce.
-    * ``broadcast_buffers=False``: queue and memory bank stay identical because their
-      updates are gathered; BN running statistics stay per rank (rank 0's are the ones
-      checkpointed, as with DDP's default broadcast from rank 0). One broadcast of the whole
-      state at wrap time makes every rank start from rank 0's model.
-    * ``static_graph=True``: the objective's graph is the same every step, so parameters
-      unused by it are found once, at the first step, with no per-step graph search
+    * Buffers are not broadcast at each step: queue and memory bank stay identical because
+      their updates are gathered; BN running statistics stay per rank (rank 0's are the
+      ones checkpointed, as with DDP's default broadcast from rank 0). One broadcast of the
+      whole state at wrap time makes every rank start from rank 0's model.
+    * ``static_graph=True``: the objective's graph is the same every step, so parameters it
+      does not use are found once, at the first step, with no per-step graph search
       (``find_unused_parameters`` would redo it every step).
     """
-    broadcast_module_state(objective)
-    trainable_ids = {id(p) for p in trainable}
-    ignored = [name for name, p in objective.named_parameters() if id(p) not in trainable_ids]
-    nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(objective, ignored)
-    ddp = nn.parallel.DistributedDataParallel
-    options: dict[str, Any] = {"static_graph": True}
-    accepted = inspect.signature(ddp.__init__).parameters
-    if "forward_sync_buffers" in accepted:  # torch >= 2.12 renamed broadcast_buffers
-        options.update(forward_sync_buffers=False, init_sync=False)
-    else:
-        options["broadcast_buffers"] = False
-    return ddp(objective, device_ids=[device.index] if device.type == "cuda" else None, **options)
+
+    def __init__(self, objective: nn.Module, trainable: list[nn.Parameter], device: torch.device) -> None:
+        super().__init__()
+        broadcast_module_state(objective)
+        unpacked = _UnpackedOutput(objective)
+        trainable_ids = {id(p) for p in trainable}
+        ignored = [name for name, p in unpacked.named_parameters() if id(p) not in trainable_ids]
+        ddp = nn.parallel.DistributedDataParallel
+        ddp._set_params_and_buffers_to_ignore_for_model(unpacked, ignored)
+        options: dict[str, Any] = {"static_graph": True}
+        if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:  # torch >= 2.12
+            options.update(forward_sync_buffers=False, init_sync=False)
+        else:
+            options["broadcast_buffers"] = False
+        self.ddp = ddp(unpacked, device_ids=[device.index] if device.type == "cuda" else None, **options)
+
+    def forward(self, batch: Any) -> StepOutput:
+        loss, logs = self.ddp(batch)
+        return StepOutput(loss=loss, logs=logs)

@@ -141,7 +141,7 @@ class Trainer:
         if not trainable:
             distributed.broadcast_module_state(self.objective)
             return self.objective
-        return distributed.wrap_ddp(self.objective, trainable, self.device)
+        return distributed.DistributedObjective(self.objective, trainable, self.device)
 
     def _stop_requested(self) -> bool:
         """Whether any process was asked to stop (all processes agree, so they stop together)."""

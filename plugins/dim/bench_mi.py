@@ -52,12 +52,25 @@ def correlated_gaussians(n: int, dim: int, mi: float, generator: torch.Generator
 
 
 def make_critic(
-    kind: str, dim: int, hidden_dim: int = 256, embedding_dim: int = 32, hidden_layers: int = 2, shortcut: bool = True
+    kind: str,
+    dim: int,
+    hidden_dim: int = 256,
+    embedding_dim: int = 32,
+    hidden_layers: int = 2,
+    shortcut: bool = True,
+    temperature: float = 4.0,
 ) -> Critic:
-    """Critics on vectors: separable (two MLPs + dot, with linear shortcuts unless ``shortcut``
-    is off, which is Poole et al.'s critic) or concat (MLP on [x, y] for all pairs)."""
+    """A critic on vectors ``[N, dim] x [M, dim] -> [N, M]``.
+
+    separable: two MLPs (``hidden_layers`` x ``hidden_dim``, output ``embedding_dim``) and a
+    dot product divided by ``temperature``; with ``shortcut`` each MLP has a linear
+    shortcut that starts as the identity, so the critic starts near ``x . y / T`` (the
+    temperature keeps those first scores O(1)). ``shortcut=False, temperature=1`` is Poole
+    et al.'s critic. concat: one MLP on ``[x, y]`` for all N x M pairs.
+    """
     if kind == "separable":
-        return SeparableCritic(dim, dim, hidden_dim, embedding_dim, hidden_layers, shortcut=shortcut, batch_norm=False)
+        return SeparableCritic(dim, dim, hidden_dim, embedding_dim, hidden_layers, shortcut=shortcut,
+                               batch_norm=False, temperature=temperature)
     if kind == "concat":
         return ConcatCritic(dim, dim, hidden_dim, hidden_layers)
     raise ValueError(f"critic must be one of {', '.join(CRITICS)}; got {kind!r}")
@@ -161,42 +174,65 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=20)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 128])
     p.add_argument("--stages", type=float, nargs="+", default=[2, 4, 6, 8, 10], help="true MI per stage (nats)")
-    p.add_argument("--steps-per-stage", type=int, default=500)
+    p.add_argument("--steps-per-stage", type=int, default=400)
     p.add_argument("--critics", nargs="+", default=list(CRITICS), choices=CRITICS)
     p.add_argument("--estimators", nargs="+", default=["jsd", "dv", "infonce", "nwj"], help="registered estimators")
     p.add_argument("--hidden-dim", type=int, default=256)
-    p.add_argument("--embedding-dim", type=int, default=32)
-    p.add_argument("--hidden-layers", type=int, default=2)
+    p.add_argument("--embedding-dim", type=int, default=32, help="separable critic's embedding width")
+    p.add_argument("--separable-layers", type=int, default=2, help="hidden layers of each separable MLP")
+    p.add_argument("--concat-layers", type=int, default=1,
+                   help="hidden layers of the concat MLP (each extra one costs N*M*hidden^2 per step)")
+    p.add_argument("--temperature", type=float, default=4.0, help="separable critic's temperature")
+    p.add_argument("--no-shortcut", action="store_true", help="separable MLPs without linear shortcuts (Poole et al.)")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--no-anneal", action="store_true", help="constant lr instead of a cosine to lr/10 per stage")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel processes (1 thread each)")
     p.add_argument("--plot", default="mi_benchmark.png", help="PNG path ('' to skip)")
     p.add_argument("--csv", default="", help="write per-stage results to this CSV")
     args = p.parse_args(argv)
-    if args.steps_per_stage < 4 or args.dim < 1 or min(args.batch_sizes) < 2:
-        p.error("need --steps-per-stage >= 4, --dim >= 1 and batch sizes >= 2")
+    if args.steps_per_stage < 4 or args.dim < 1 or min(args.batch_sizes) < 2 or args.jobs < 1:
+        p.error("need --steps-per-stage >= 4, --dim >= 1, batch sizes >= 2 and --jobs >= 1")
     return args
 
 
-def run_all(args: argparse.Namespace, log=print) -> list[Run]:
-    """Train every (critic, batch size, estimator) combination; seeded, same data stream each."""
+def run_one(args: argparse.Namespace, critic_kind: str, batch: int, name: str, threads: int = 0) -> Run:
+    """Train one (critic, batch size, estimator) combination; seeded, the same data stream for each."""
     from selfsup.plugin_manager import default_registry
 
-    registry = default_registry()
-    runs = []
-    for critic_kind in args.critics:
-        for batch in args.batch_sizes:
-            for name in args.estimators:
-                torch.manual_seed(args.seed)
-                critic = make_critic(critic_kind, args.dim, args.hidden_dim, args.embedding_dim, args.hidden_layers)
-                estimator = registry.create("estimator", name)
-                tick = time.perf_counter()
-                estimates = train_estimator(
-                    estimator, critic, args.stages, args.steps_per_stage, batch, args.dim, args.lr, args.seed
-                )
-                runs.append(Run(critic_kind, batch, name, estimates, time.perf_counter() - tick))
-                log(f"  trained {critic_kind:<9} batch {batch:<4} {name:<8} in {runs[-1].seconds:5.1f} s")
-    return runs
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.manual_seed(args.seed)
+    layers = args.separable_layers if critic_kind == "separable" else args.concat_layers
+    critic = make_critic(critic_kind, args.dim, args.hidden_dim, args.embedding_dim, layers,
+                         shortcut=not args.no_shortcut, temperature=args.temperature)
+    estimator = default_registry().create("estimator", name)
+    tick = time.perf_counter()
+    estimates = train_estimator(estimator, critic, args.stages, args.steps_per_stage, batch, args.dim, args.lr,
+                                args.seed, anneal=not args.no_anneal)
+    return Run(critic_kind, batch, name, estimates, time.perf_counter() - tick)
+
+
+def run_all(args: argparse.Namespace, log=print) -> list[Run]:
+    """Every (critic, batch size, estimator) combination, ``args.jobs`` processes at a time."""
+    combos = [(c, b, e) for c in args.critics for b in args.batch_sizes for e in args.estimators]
+    if args.jobs == 1:
+        runs = []
+        for combo in combos:
+            runs.append(run_one(args, *combo))
+            log(f"  trained {combo[0]:<9} batch {combo[1]:<4} {combo[2]:<8} in {runs[-1].seconds:5.1f} s")
+        return runs
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # the costliest runs (concat critic, big batches) first, so the pool ends evenly
+    order = sorted(combos, key=lambda c: (c[0] != "concat", -c[1]))
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {combo: pool.submit(run_one, args, *combo, 1) for combo in order}
+        for combo in order:
+            run = futures[combo].result()
+            log(f"  trained {combo[0]:<9} batch {combo[1]:<4} {combo[2]:<8} in {run.seconds:5.1f} s")
+    return [futures[combo].result() for combo in combos]
 
 
 def format_table(runs: list[Run], stages: list[float], steps_per_stage: int) -> list[list[str]]:
@@ -211,10 +247,10 @@ def format_table(runs: list[Run], stages: list[float], steps_per_stage: int) -> 
 def main(argv: list[str]) -> int:
     """Known-answer MI benchmark on correlated Gaussians: estimate vs truth per estimator and critic."""
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    tick = time.perf_counter()
     print(f"MI benchmark: d={args.dim}, stages {args.stages} nats, {args.steps_per_stage} steps per stage, "
-          f"Adam lr {args.lr}, critics {args.critics}, batches {args.batch_sizes}")
+          f"Adam lr {args.lr}{'' if args.no_anneal else ' (cosine to lr/10 in each stage)'}, critics {args.critics}, "
+          f"batches {args.batch_sizes}, {args.jobs} parallel jobs")
     runs = run_all(args)
     header = ["critic", "batch", "estimator", "true MI", "estimate", "std", "log(batch)"]
     rows = format_table(runs, args.stages, args.steps_per_stage)
@@ -230,4 +266,5 @@ def main(argv: list[str]) -> int:
         print(f"wrote {args.csv}")
     if args.plot:
         print(f"wrote {save_plot(runs, args.stages, args.steps_per_stage, Path(args.plot))}")
+    print(f"total {time.perf_counter() - tick:.0f} s")
     return 0

@@ -227,13 +227,14 @@ class ConcatCritic(LearnedCritic):
 
     def _build(self, query_dim: int, key_dim: int) -> None:
         self.first = nn.Linear(query_dim + key_dim, self.hidden_dim)  # weight [H, Dq + Dk]
+        # in-place ReLUs: their inputs are fresh [N*M, H] tensors no backward needs (saves memory traffic)
         rest: list[nn.Module] = [nn.BatchNorm1d(self.hidden_dim)] if self.batch_norm else []
-        rest.append(nn.ReLU())
+        rest.append(nn.ReLU(inplace=True))
         for _ in range(self.num_hidden_layers - 1):
             rest.append(nn.Linear(self.hidden_dim, self.hidden_dim))
             if self.batch_norm:
                 rest.append(nn.BatchNorm1d(self.hidden_dim))
-            rest.append(nn.ReLU())
+            rest.append(nn.ReLU(inplace=True))
         rest.append(nn.Linear(self.hidden_dim, 1))
         self.rest = nn.Sequential(*rest)
 

@@ -51,7 +51,7 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-def pipeline(method: str, args: argparse.Namespace, steps: int, run_dir: Path) -> dict[str, Any]:
+def pipeline(method: str, args: argparse.Namespace, steps: int, run_dir: Path, log_every: int = 10) -> dict[str, Any]:
     spec = copy.deepcopy(METHODS[method])
     spec["objective"]["encoder"] = {"name": "small_conv", "width": args.width}
     return {
@@ -61,7 +61,7 @@ def pipeline(method: str, args: argparse.Namespace, steps: int, run_dir: Path) -
         "objective": spec["objective"],
         "optim": spec["optim"],
         "schedule": {"name": "cosine", "warmup_epochs": 0.0},
-        "trainer": {"epochs": 10_000, "max_steps": steps, "log_every": 10, "progress": False, "eval_before": False,
+        "trainer": {"epochs": 10_000, "max_steps": steps, "log_every": max(1, min(log_every, steps)), "progress": False, "eval_before": False,
                     "eval_after": False, "out_dir": str(run_dir.parent), "run_name": run_dir.name},
         "eval": {"linear_probe": False, "plots": False},
     }
@@ -96,11 +96,11 @@ def calibrated_steps(method: str, args: argparse.Namespace) -> int:
     from selfsup.engine import build_trainer
 
     probe_steps = 12
-    cfg = pipeline(method, args, probe_steps, args.out / f"{method}_calibration")
+    cfg = pipeline(method, args, probe_steps, args.out / f"{method}_calibration", log_every=4)
     trainer = build_trainer(OmegaConf.create(cfg), run_dir=args.out / f"{method}_calibration")
     trainer.fit()
     rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
-    images_per_s = rows[-1]["images_per_s"]  # steps 3..12: past the first-step overheads
+    images_per_s = rows[-1]["images_per_s"]  # steps 9..12: past the first steps' overheads
     return max(1, int(args.minutes * 60 * images_per_s / args.batch_size))
 
 

@@ -40,7 +40,7 @@ PIPELINE: dict[str, Any] = {
         "stop_gradient": True,
         "predictor": True,
     },
-    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
+    "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5.0e-4},
     "schedule": {"name": "cosine", "warmup_epochs": 0},
     "trainer": {"epochs": 100, "max_steps": 300, "log_every": 5, "progress": False, "eval_before": False},
     "eval": {"knn_k": 200, "knn_temperature": 0.1, "linear_probe": False, "plots": False},

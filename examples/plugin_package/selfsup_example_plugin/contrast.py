@@ -19,8 +19,9 @@ class SmileContrast(Objective):
     Two augmented views of an image are a positive pair; the sampler supplies the negatives
     (default: the rest of the batch, both views). Each view goes through the encoder and an
     MLP projection head to ``[N, embedding_dim]``; the critic scores view-1 queries against
-    view-2 keys (default: cosine / 0.1) and the estimator (default: SMILE, tau = 5) turns the
-    scores into a loss and an MI estimate. ``symmetric`` also contrasts view 2 against view 1.
+    view-2 keys (default: cosine / 0.1) and the estimator (default: SMILE with tau = 5,
+    trained with the unclipped DV gradient) turns the scores into a loss and an MI estimate.
+    ``symmetric`` also contrasts view 2 against view 1.
     """
 
     def __init__(
@@ -40,7 +41,7 @@ class SmileContrast(Objective):
         self.encoder = encoder
         self.projector = mlp_head(encoder.out_dim, embedding_dim, projector_hidden_dim, num_layers=2)
         self.critic = critic if critic is not None else CosineCritic(temperature=0.1)
-        self.estimator = estimator if estimator is not None else SMILE(clip=5.0)
+        self.estimator = estimator if estimator is not None else SMILE(clip=5.0, gradient="dv")
         self.sampler = sampler if sampler is not None else InBatchNegatives(both_views=True)
         self.sampler.setup(embedding_dim, num_train)
         self.symmetric = symmetric

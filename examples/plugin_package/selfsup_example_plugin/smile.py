@@ -4,10 +4,18 @@
             = mean(positive) - log mean(exp(clamp(negative, -tau, tau)))
 
 Clipping bounds the variance of the partition-function term, which for the unclipped DV /
-MINE bound grows exponentially with the true MI; tau -> infinity recovers DV. As in the
-authors' reference code (``smile_lower_bound``), the critic is trained with the gradient of
-the Jensen-Shannon f-GAN bound while the reported value is the clipped DV estimate
-(``gradient="js"``); ``gradient="dv"`` back-propagates the clipped DV estimate itself.
+MINE bound grows exponentially with the true MI; tau -> infinity recovers DV.
+
+SMILE is an estimator of the value; which bound trains the critic is a separate choice. The
+loss always has the value -I_SMILE, and its gradient is that of:
+
+* ``js`` — the Jensen-Shannon f-GAN bound, as in the authors' reference code
+  (``smile_lower_bound``: ``js + (dv - js).detach()``);
+* ``dv`` — the unclipped Donsker-Varadhan bound (every negative keeps its gradient);
+* ``smile`` — the clipped estimate itself (negatives beyond +-tau get no gradient).
+
+On digits instance discrimination (``pipeline.yaml``) ``dv`` learns the best features of the
+three; clipped hard negatives (``smile``) and the JS gradient learn worse ones.
 """
 
 from __future__ import annotations
@@ -42,19 +50,20 @@ class SMILE(MIEstimator):
     """SMILE (Song & Ermon 2020): Donsker-Varadhan with the negatives' e^s clipped to [e^-tau, e^tau].
 
     clip: tau > 0, or null for no clipping (plain DV). Song & Ermon use 1 and 5.
-    gradient: ``js`` trains with the Jensen-Shannon bound's gradient as the reference code
-        does (the loss's value is still -SMILE); ``dv`` back-propagates -SMILE itself.
+    gradient: the bound whose gradient trains the critic; the loss's value is -SMILE either
+        way. ``js``: Jensen-Shannon (the reference code's choice); ``dv``: unclipped
+        Donsker-Varadhan; ``smile``: the clipped estimate itself.
     Not a guaranteed lower bound for finite tau (clipping trades bias for variance).
     """
 
     is_lower_bound = False
 
-    def __init__(self, clip: float | None = 5.0, gradient: Literal["js", "dv"] = "js") -> None:
+    def __init__(self, clip: float | None = 5.0, gradient: Literal["js", "dv", "smile"] = "js") -> None:
         super().__init__()
         if clip is not None and not clip > 0:
             raise ValueError(f"clip must be > 0 (or null for no clipping), got {clip}")
-        if gradient not in ("js", "dv"):
-            raise ValueError(f"gradient must be 'js' or 'dv', got {gradient!r}")
+        if gradient not in ("js", "dv", "smile"):
+            raise ValueError(f"gradient must be 'js', 'dv' or 'smile', got {gradient!r}")
         self.clip = None if clip is None else float(clip)
         self.gradient = gradient
 
@@ -63,10 +72,13 @@ class SMILE(MIEstimator):
         if scores.negative is None or scores.negative.shape[1] == 0:
             raise ValueError("the SMILE estimator needs negatives, but the sampler provided none")
         mi = clipped_dv(scores.positive, scores.negative, self.clip)
-        if self.gradient == "dv":
+        if self.gradient == "smile":
             return Estimate(loss=-mi, mi=mi.detach())
-        js = js_fgan_bound(scores.positive, scores.negative)
-        surrogate = js + (mi - js).detach()  # value of SMILE, gradient of JS
+        if self.gradient == "dv":
+            bound = clipped_dv(scores.positive, scores.negative, None)
+        else:
+            bound = js_fgan_bound(scores.positive, scores.negative)
+        surrogate = bound + (mi - bound).detach()  # the value of SMILE, the gradient of the bound
         return Estimate(loss=-surrogate, mi=mi.detach())
 
     def extra_repr(self) -> str:

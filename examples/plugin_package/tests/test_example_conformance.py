@@ -20,7 +20,8 @@ def registry():
     return plugin_registry(plugin)  # selfsup's built-ins plus this plugin, without installing it
 
 
-@pytest.mark.parametrize("estimator", [SMILE(), SMILE(clip=1.0, gradient="dv"), SMILE(clip=None)])
+@pytest.mark.parametrize("estimator", [SMILE(), SMILE(clip=1.0, gradient="dv"), SMILE(clip=2.0, gradient="smile"),
+                                       SMILE(clip=None)])
 def test_smile_passes_the_estimator_checks(estimator):
     check_estimator(estimator)
 
@@ -42,5 +43,6 @@ def test_pipeline_builds_with_registered_parts(registry):
 def test_bad_clip_in_a_pipeline_names_the_key_path(registry):
     node = {"name": "smile_contrast", "encoder": {"name": "small_conv", "width": 4},
             "estimator": {"name": "smile", "clip": -1.0}}
-    with pytest.raises(ConfigError, match=r"objective\.estimator: estimator 'smile' rejected its parameters: clip must be > 0"):
+    expected = r"objective\.estimator: estimator 'smile' rejected its parameters: clip must be > 0"
+    with pytest.raises(ConfigError, match=expected):
         build(registry, "objective", node, "objective", CONTEXT)

@@ -25,30 +25,39 @@ def sigmoid(x):
 
 def test_value_is_dv_with_clipped_negatives():
     expected = 2.0 - math.log((math.exp(0) + math.exp(5) + math.exp(2) + math.exp(-5)) / 4)
-    for gradient in ("js", "dv"):
+    for gradient in ("js", "dv", "smile"):
         estimate = SMILE(clip=5.0, gradient=gradient)(scores())
         assert estimate.mi.item() == pytest.approx(expected, rel=1e-6)
         assert estimate.loss.item() == pytest.approx(-expected, rel=1e-6)
 
 
+def gradients(gradient):
+    s = scores(requires_grad=True)
+    SMILE(clip=5.0, gradient=gradient)(s).loss.backward()
+    return s.positive.grad, s.negative.grad
+
+
 def test_js_gradient_is_the_jensen_shannon_bound():
-    s = scores(requires_grad=True)
-    SMILE(clip=5.0, gradient="js")(s).loss.backward()
     # loss gradient = -d/ds [mean(-softplus(-pos)) - mean(softplus(neg))]
-    expected_pos = [[-sigmoid(-p) / 2] for (p,) in POS]
-    expected_neg = [[sigmoid(n) / 4 for n in row] for row in NEG]
-    torch.testing.assert_close(s.positive.grad, torch.tensor(expected_pos))
-    torch.testing.assert_close(s.negative.grad, torch.tensor(expected_neg))
+    positive, negative = gradients("js")
+    torch.testing.assert_close(positive, torch.tensor([[-sigmoid(-p) / 2] for (p,) in POS]))
+    torch.testing.assert_close(negative, torch.tensor([[sigmoid(n) / 4 for n in row] for row in NEG]))
 
 
-def test_dv_gradient_ignores_clipped_negatives():
-    s = scores(requires_grad=True)
-    SMILE(clip=5.0, gradient="dv")(s).loss.backward()
+def test_dv_gradient_is_the_unclipped_bound():
+    # d/dneg log mean exp(neg) = softmax over all four unclipped negatives
+    weights = [math.exp(n) for row in NEG for n in row]
+    positive, negative = gradients("dv")
+    torch.testing.assert_close(positive, torch.full((2, 1), -0.5))
+    torch.testing.assert_close(negative, torch.tensor(weights).view(2, 2) / sum(weights))
+
+
+def test_smile_gradient_ignores_clipped_negatives():
     weights = [math.exp(0), math.exp(5), math.exp(2), math.exp(-5)]  # softmax over the clipped exponents
-    total = sum(weights)
-    torch.testing.assert_close(s.positive.grad, torch.full((2, 1), -0.5))
-    expected = torch.tensor([[weights[0] / total, 0.0], [weights[2] / total, 0.0]])  # 6 and -7 were clipped
-    torch.testing.assert_close(s.negative.grad, expected)
+    positive, negative = gradients("smile")
+    torch.testing.assert_close(positive, torch.full((2, 1), -0.5))
+    expected = torch.tensor([[weights[0], 0.0], [weights[2], 0.0]]) / sum(weights)  # 6 and -7 were clipped
+    torch.testing.assert_close(negative, expected)
 
 
 def test_without_clipping_it_is_donsker_varadhan():
@@ -89,7 +98,7 @@ def test_clipping_trades_variance_for_bias_at_high_mi():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"clip": 0.0}, "clip must be > 0"),
-                                                 ({"gradient": "mine"}, "gradient must be 'js' or 'dv'")])
+                                                 ({"gradient": "mine"}, "gradient must be 'js', 'dv' or 'smile'")])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SMILE(**kwargs)

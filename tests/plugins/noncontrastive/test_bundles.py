@@ -159,7 +159,8 @@ def test_bundles_need_two_views(registry):
 @pytest.mark.parametrize("method", METHODS)
 def test_example_pipeline_trains_a_few_steps_with_the_monitor(method, tmp_path, registry):
     cfg = load_pipeline(ROOT / "examples" / f"{method}_digits.yaml", [
-        "objective.encoder.width=4", "data.batch_size=32", "trainer.epochs=1", "trainer.max_steps=3",
+        "objective.encoder.width=4", "objective.embedding_dim=32", "objective.projector_hidden_dim=32",
+        "data.batch_size=32", "trainer.epochs=1", "trainer.max_steps=3",
         "trainer.log_every=1", "trainer.progress=false", "trainer.eval_before=false", "eval.linear_probe=false",
         "eval.plots=false", "monitor.probe_size=64", "monitor.every=2", "monitor.collapse_std=null",
         "monitor.collapse_rank=null",

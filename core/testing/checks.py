@@ -1,65 +1,25 @@
-"""Conformance kit: the checks every component must pass, for plugin packages' own tests.
+"""The per-component checks of the conformance kit (see :mod:`selfsup.testing`).
 
-    from selfsup.testing import check_estimator, check_component, plugin_registry
-
-    def test_my_estimator():
-        check_estimator(MyEstimator(clip=5.0))            # one instance, by hand
-
-    def test_everything_my_plugin_registers():
-        registry = plugin_registry(my_package.selfsup_plugin)   # no install needed
-        for result in run_conformance(registry, package="my_package"):
-            assert result.status != "fail", result
-
-Each ``check_*`` function is plain Python (no pytest needed) and raises :class:`AssertionError`
-with a message saying what was expected and what came back:
-
-* :func:`check_encoder` — ``Features.global_`` is ``[N, out_dim]``, ``local`` is
-  ``[N, local_channels, H, W]`` exactly when ``local_channels`` is declared, gradients flow,
-  batch size 1 works and eval mode does not mix samples.
-* :func:`check_critic` — ``[N, M]`` finite scores, differentiable in query and keys,
-  ``pair`` equals the diagonal of ``forward``, ``similarity`` honours ``higher_is_similar``.
-* :func:`check_estimator` — finite scalar loss and estimate, differentiable; batch size 1;
-  scores of magnitude 1e4 without overflow; an ``is_lower_bound`` estimator stays below the
-  true MI (plus a small tolerance) on two known cases (independent inputs: MI 0; correlated
-  Gaussians scored by the optimal critic: MI = -log(1 - rho^2) / 2).
-* :func:`check_sampler` — after ``setup`` and a few ``update`` calls, ``state_dict`` saved and
-  loaded (``torch.load(weights_only=True)``) into a fresh sampler reproduces the state and
-  the scores exactly.
-* :func:`check_prior` — finite differentiable encoder loss; a discriminator step changes it.
-* :func:`check_transform` — ``num_views`` finite views in [0, 1], reproducible from the generator.
-* :func:`check_objective` — one CPU training step: finite loss, trainable parameters (the
-  encoder's among them) change, ``embed`` returns ``[N, D]``.
-
-For the registry-wide run (:func:`check_component`, :func:`run_conformance`, ``selfsup
-plugins check``) components are built from the registry by :func:`build_for_conformance` with
-:data:`CONTEXT` filling the data parameters and :data:`DEFAULT_PARTS` filling required part
-parameters. A component that needs other arguments declares them in an optional
-``conformance_params`` attribute (class attribute, or function attribute for a function
-factory) in pipeline form, e.g. ``conformance_params = {"dim": 8}``; context keys set there
-(``image_size: 32``) also shape the dummy input. ``conformance_params = "reason"`` (a string)
-opts the component out of the registry-wide run; test it with the ``check_*`` functions and
-your own inputs instead.
+Each ``check_*`` function raises :class:`AssertionError` with a message saying what was
+expected and what came back; none needs pytest. Dummy inputs are tiny (8x8 grey images,
+8-d features, batches of 8), so a check takes milliseconds.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .config import CONTEXT_KEYS, _part_kind, _signature, build
-from .data import ViewTransform
-from .interfaces import (
+from ..data import ViewTransform
+from ..interfaces import (
     Batch, Critic, Encoder, Estimate, Features, MIEstimator, NegativeSampler, Objective, PriorMatcher, Scores,
     StepOutput,
 )
-from .registry import Registry
 
 #: Data parameters the kit fills in (as a pipeline's dataset would): 8x8 grey images, 10 classes.
 CONTEXT: dict[str, int] = {"in_channels": 1, "image_size": 8, "num_classes": 10, "num_train": 64}
@@ -78,10 +38,6 @@ DEFAULT_PARTS: dict[str, dict[str, Any]] = {
 LARGE_SCORE = 1e4
 #: How far above the true MI a lower-bound estimate may land on the known cases (sampling noise).
 BOUND_TOLERANCE = 0.15
-
-
-class ConformanceSkip(Exception):
-    """The component opted out of the registry-wide run (``conformance_params = "reason"``)."""
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -113,7 +69,8 @@ def check_encoder(encoder: Encoder, input_shape: tuple[int, ...] = (1, 8, 8), ba
     features = encoder(x)
     _expect(isinstance(features, Features), f"{name}.forward must return Features, got {type(features).__name__}")
     _expect(_shape(features.global_) == (batch_size, out_dim),
-            f"{name}: Features.global_ should be [N, out_dim] = {(batch_size, out_dim)}, got {_shape(features.global_)}")
+            f"{name}: Features.global_ should be [N, out_dim] = {(batch_size, out_dim)}, "
+            f"got {_shape(features.global_)}")
     _expect_finite(features.global_, f"{name}: Features.global_")
     if local_channels is None:
         _expect(features.local is None, f"{name} returns a local map {_shape(features.local)} but declares "
@@ -139,7 +96,8 @@ def check_encoder(encoder: Encoder, input_shape: tuple[int, ...] = (1, 8, 8), ba
     with torch.no_grad():
         single = encoder(x[:1]).global_
         pair = encoder(x[:2]).global_
-    _expect(_shape(single) == (1, out_dim), f"{name}: batch size 1 in eval mode gave {_shape(single)}, expected (1, {out_dim})")
+    _expect(_shape(single) == (1, out_dim),
+            f"{name}: batch size 1 in eval mode gave {_shape(single)}, expected (1, {out_dim})")
     _expect(torch.allclose(single[0], pair[0], rtol=1e-4, atol=1e-5),
             f"{name}: in eval mode a sample's embedding depends on the rest of the batch "
             f"(max difference {float((single[0] - pair[0]).abs().max()):.3g})")
@@ -163,9 +121,11 @@ def check_critic(critic: Critic, dim: int = FEATURE_DIM, num_queries: int = 5, n
     with torch.no_grad():
         aligned = keys[:num_queries]
         pair, full = critic.pair(query, aligned), critic(query, aligned)
-        _expect(_shape(pair) == (num_queries,), f"{name}.pair(query [N, D], key [N, D]) should be [N], got {_shape(pair)}")
+        _expect(_shape(pair) == (num_queries,),
+                f"{name}.pair(query [N, D], key [N, D]) should be [N], got {_shape(pair)}")
         _expect(torch.allclose(pair, torch.diagonal(full), rtol=1e-4, atol=1e-5),
-                f"{name}.pair disagrees with the diagonal of forward: {pair.tolist()} vs {torch.diagonal(full).tolist()}")
+                f"{name}.pair disagrees with the diagonal of forward: {pair.tolist()} vs "
+                f"{torch.diagonal(full).tolist()}")
         sign = 1.0 if critic.higher_is_similar else -1.0
         _expect(torch.allclose(critic.similarity(query, keys), sign * critic(query, keys), rtol=1e-4, atol=1e-5),
                 f"{name}.similarity is not forward times {sign:+.0f} (higher_is_similar={critic.higher_is_similar})")
@@ -280,7 +240,8 @@ def check_sampler(
         query, key, index = step_inputs()
         scores = sampler.score(critic, query, key, index)
         _expect(isinstance(scores, Scores), f"{name}.score must return Scores, got {type(scores).__name__}")
-        _expect(scores.positive.shape[0] == batch_size, f"{name}: Scores.positive has {scores.positive.shape[0]} rows for {batch_size} queries")
+        _expect(scores.positive.shape[0] == batch_size,
+                f"{name}: Scores.positive has {scores.positive.shape[0]} rows for {batch_size} queries")
         _expect_finite(scores.positive, f"{name}: positive scores")
         if scores.negative is not None:
             _expect_finite(scores.negative, f"{name}: negative scores")
@@ -295,7 +256,8 @@ def check_sampler(
     _expect(original_state.keys() == restored_state.keys(),
             f"{name}: state_dict keys differ after loading: {sorted(original_state)} vs {sorted(restored_state)}")
     for key_name, value in original_state.items():
-        _expect(torch.equal(value, restored_state[key_name]), f"{name}: state {key_name!r} differs after the round trip")
+        _expect(torch.equal(value, restored_state[key_name]),
+                f"{name}: state {key_name!r} differs after the round trip")
     query, key, index = step_inputs()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
@@ -320,10 +282,12 @@ def check_prior(prior: PriorMatcher, dim: int = FEATURE_DIM, batch_size: int = 1
     _expect(torch.is_tensor(loss) and loss.dim() == 0, f"{name}.encoder_loss must return a scalar tensor")
     _expect_finite(loss, f"{name}.encoder_loss")
     loss.backward()
-    _expect(codes.grad is not None and bool(codes.grad.abs().sum() > 0), f"{name}.encoder_loss has no gradient to the codes")
+    _expect(codes.grad is not None and bool(codes.grad.abs().sum() > 0),
+            f"{name}.encoder_loss has no gradient to the codes")
     before = [p.detach().clone() for p in prior.parameters()]
     logs = prior.discriminator_step(codes.detach())
-    _expect(isinstance(logs, Mapping), f"{name}.discriminator_step must return a mapping of logs, got {type(logs).__name__}")
+    _expect(isinstance(logs, Mapping),
+            f"{name}.discriminator_step must return a mapping of logs, got {type(logs).__name__}")
     for key, value in logs.items():
         _expect(math.isfinite(float(value)), f"{name}.discriminator_step log {key!r} is not finite: {value!r}")
     _expect(any(not torch.equal(b, p.detach()) for b, p in zip(before, prior.parameters())),
@@ -339,7 +303,8 @@ def check_transform(transform: ViewTransform, input_shape: tuple[int, ...] = (1,
     _expect(isinstance(views, (list, tuple)) and len(views) == 2, f"{name}(images, 2, generator) must return 2 views")
     again = transform(images, 2, torch.Generator().manual_seed(0))
     for i, (view, repeat) in enumerate(zip(views, again)):
-        _expect(_shape(view) == tuple(images.shape), f"{name}: view {i} is {_shape(view)}, expected {tuple(images.shape)}")
+        _expect(_shape(view) == tuple(images.shape),
+                f"{name}: view {i} is {_shape(view)}, expected {tuple(images.shape)}")
         _expect_finite(view, f"{name}: view {i}")
         _expect(bool((view >= -1e-6).all() and (view <= 1 + 1e-6).all()), f"{name}: view {i} leaves [0, 1]")
         _expect(torch.equal(view, repeat), f"{name}: view {i} differs between two calls with the same generator seed")
@@ -353,11 +318,13 @@ def check_objective(objective: Objective, input_shape: tuple[int, ...] = (1, 8, 
     g = torch.Generator().manual_seed(0)
     inputs = torch.rand(batch_size, *input_shape, generator=g)
     views = [(inputs + 0.05 * torch.randn(inputs.shape, generator=g)).clamp(0, 1) for _ in range(objective.num_views)]
-    batch = Batch(inputs, views, torch.arange(batch_size) % num_classes, torch.randperm(num_train, generator=g)[:batch_size])
+    labels = torch.arange(batch_size) % num_classes
+    batch = Batch(inputs, views, labels, torch.randperm(num_train, generator=g)[:batch_size])
     groups = objective.parameter_groups()
     params = [p for group in groups for p in group["params"]]
     _expect(bool(params), f"{name}.parameter_groups() holds no trainable parameters")
-    _expect(all(p.requires_grad for p in params), f"{name}.parameter_groups() holds parameters with requires_grad=False")
+    _expect(all(p.requires_grad for p in params),
+            f"{name}.parameter_groups() holds parameters with requires_grad=False")
     _expect(len({id(p) for p in params}) == len(params), f"{name}.parameter_groups() lists a parameter twice")
     before = [p.detach().clone() for p in params]
     objective.train()
@@ -380,7 +347,8 @@ def check_objective(objective: Objective, input_shape: tuple[int, ...] = (1, 8, 
     _expect(bool(changed), f"{name}: one training step changed none of the {len(params)} trainable parameters")
     encoder = getattr(objective, "encoder", None)
     if isinstance(encoder, nn.Module) and any(id(p) in {id(q) for q in params} for p in encoder.parameters()):
-        _expect(any(id(p) in changed for p in encoder.parameters()), f"{name}: one training step left the encoder unchanged")
+        _expect(any(id(p) in changed for p in encoder.parameters()),
+                f"{name}: one training step left the encoder unchanged")
     objective.eval()
     with torch.no_grad():
         embedding = objective.embed(inputs)
@@ -389,131 +357,3 @@ def check_objective(objective: Objective, input_shape: tuple[int, ...] = (1, 8, 
     _expect_finite(embedding, f"{name}.embed(x)")
 
 
-# --------------------------------------------------------------------------- registry-wide run
-def conformance_params(factory: Callable[..., Any]) -> dict[str, Any]:
-    """The factory's ``conformance_params`` (a mapping, or a string that opts it out)."""
-    declared = getattr(factory, "conformance_params", None)
-    if isinstance(declared, str):
-        raise ConformanceSkip(declared)
-    if declared is not None and not isinstance(declared, Mapping):
-        raise TypeError(f"conformance_params must be a mapping or a string (opt-out reason), got {declared!r}")
-    return dict(declared or {})
-
-
-def build_for_conformance(registry: Registry, kind: str, name: str) -> tuple[Any, dict[str, int]]:
-    """Build ``kind``/``name`` small, and the context (data shape) the checks should use."""
-    factory = registry.get(kind, name).factory
-    params = conformance_params(factory)
-    context = {**CONTEXT, **{k: params[k] for k in CONTEXT_KEYS if k in params}}
-    signature, hints = _signature(factory)
-    for pname, p in signature.items():
-        part = _part_kind(hints.get(pname, p.annotation))
-        if pname not in params and p.default is p.empty and part in DEFAULT_PARTS:
-            params[pname] = dict(DEFAULT_PARTS[part])
-    return build(registry, kind, {"name": name, **params}, f"{kind}.{name}", context), context
-
-
-def _input_shape(context: Mapping[str, int]) -> tuple[int, int, int]:
-    return (context["in_channels"], context["image_size"], context["image_size"])
-
-
-CHECKS: dict[str, Callable[[Registry, str, str], None]] = {
-    "encoder": lambda r, k, n: _with_built(r, k, n, lambda c, ctx: check_encoder(c, _input_shape(ctx))),
-    "critic": lambda r, k, n: _with_built(r, k, n, lambda c, ctx: check_critic(c)),
-    "estimator": lambda r, k, n: _with_built(r, k, n, lambda c, ctx: check_estimator(c)),
-    "sampler": lambda r, k, n: check_sampler(lambda: build_for_conformance(r, k, n)[0]),
-    "prior": lambda r, k, n: _with_built(r, k, n, lambda c, ctx: check_prior(c)),
-    "transform": lambda r, k, n: _with_built(r, k, n, lambda c, ctx: check_transform(c, _input_shape(ctx))),
-    "objective": lambda r, k, n: _with_built(r, k, n, lambda c, ctx: check_objective(
-        c, _input_shape(ctx), num_classes=ctx["num_classes"], num_train=ctx["num_train"])),
-}
-
-
-def _with_built(registry: Registry, kind: str, name: str, check: Callable[[Any, dict[str, int]], None]) -> None:
-    component, context = build_for_conformance(registry, kind, name)
-    check(component, context)
-
-
-@dataclass(frozen=True)
-class ConformanceResult:
-    """The outcome of one component's checks: ``status`` is pass, fail or skip."""
-
-    kind: str
-    name: str
-    provider: str
-    status: Literal["pass", "fail", "skip"]
-    detail: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "pass"
-
-
-def check_component(registry: Registry, kind: str, name: str) -> ConformanceResult:
-    """Run the kit on one registered component; never raises for a failing component."""
-    entry = registry.get(kind, name)
-    provider = str(entry.provider)
-    if kind not in CHECKS:
-        return ConformanceResult(kind, name, provider, "skip", f"no conformance check for kind {kind!r}")
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and contention)
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            torch.manual_seed(0)
-            CHECKS[kind](registry, kind, name)
-    except ConformanceSkip as skip:
-        return ConformanceResult(kind, name, provider, "skip", f"opted out: {skip}")
-    except AssertionError as exc:
-        return ConformanceResult(kind, name, provider, "fail", str(exc) or "assertion failed")
-    except Exception as exc:  # a component that crashes fails its check, it does not stop the run
-        hint = ""
-        if type(exc).__name__ == "ConfigError":
-            hint = " (declare small test arguments in a `conformance_params` class attribute)"
-        return ConformanceResult(kind, name, provider, "fail", f"{type(exc).__name__}: {exc}{hint}")
-    finally:
-        torch.set_num_threads(threads)
-    return ConformanceResult(kind, name, provider, "pass")
-
-
-def normalize_package(name: str) -> str:
-    """PEP 503 normalisation: ``Selfsup_Example.Plugin`` -> ``selfsup-example-plugin``."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def run_conformance(registry: Registry, package: str | None = None, kinds: Iterable[str] | None = None) -> list[ConformanceResult]:
-    """:func:`check_component` for every entry (of ``package``'s distribution, of ``kinds``)."""
-    wanted = set(kinds) if kinds is not None else None
-    results = []
-    for entry in registry.list():
-        if wanted is not None and entry.kind not in wanted:
-            continue
-        if package is not None and normalize_package(entry.provider.package) != normalize_package(package):
-            continue
-        results.append(check_component(registry, entry.kind, entry.name))
-    return results
-
-
-def format_results(results: Iterable[ConformanceResult]) -> str:
-    """A pass/fail table, one row per component, and a count line."""
-    rows = [(r.kind, r.name, r.provider, r.status.upper() if r.status == "fail" else r.status,
-             " ".join(r.detail.split())) for r in results]
-    header = ("kind", "name", "package", "result", "detail")
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(4)]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row[:4], widths)) + "  " + row[4] for row in [header, *rows]]
-    counts = {s: sum(r[3].lower() == s for r in rows) for s in ("pass", "fail", "skip")}
-    lines.append(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def plugin_registry(*plugins: object) -> Registry:
-    """selfsup's built-ins plus ``plugins`` (modules with a ``selfsup_register`` hookimpl).
-
-    For a plugin package's tests: no install needed, third-party autoloading off. A broken
-    plugin raises :class:`~selfsup.errors.PluginError`.
-    """
-    from .plugin_manager import load_registry, register_plugin
-
-    loaded = load_registry(strict=True, autoload=False)
-    for plugin in plugins:
-        register_plugin(loaded, plugin)
-    return loaded.registry
