@@ -15,6 +15,7 @@ gathers return their input and shuffles draw a local permutation):
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import inspect
 import os
@@ -94,7 +95,13 @@ def init_from_env(device: torch.device, timeout_minutes: float = 30.0) -> tuple[
                 )
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+        atexit.register(_destroy_process_group)  # we joined it, we leave it
     return ProcessInfo(rank(), world_size(), local_rank), device
+
+
+def _destroy_process_group() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- gathers
@@ -198,12 +205,12 @@ def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
-def mean_over_ranks(values: dict[str, Tensor]) -> dict[str, Tensor]:
+def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     """The mean of each scalar over ranks (keys must be the same on every rank)."""
     if world_size() == 1 or not values:
         return values
     keys = sorted(values)
-    stacked = torch.stack([values[k].detach().float().reshape(()) for k in keys])
+    stacked = torch.stack([values[k].detach().to(device=device, dtype=torch.float32).reshape(()) for k in keys])
     dist.all_reduce(stacked)
     stacked /= world_size()
     return dict(zip(keys, stacked.unbind(0)))

@@ -87,7 +87,8 @@ class CollapseEvent:
 
     def message(self, dim: int | None = None) -> str:
         key = "collapse_std" if self.metric == STD_METRIC else "collapse_rank"
-        text = f"collapse detected at step {self.step}: {self.metric} {self.value:.4g} < monitor.{key} {self.threshold:g}"
+        text = (f"collapse detected at step {self.step}: {self.metric} {self.value:.4g} "
+                f"< monitor.{key} {self.threshold:g}")
         if self.metric == STD_METRIC and dim:
             text += f" (spread-out embeddings of width {dim} sit near 1/sqrt({dim}) = {1 / math.sqrt(dim):.3g})"
         return text
@@ -103,7 +104,9 @@ def build_diagnostics(registry: Registry, cfg: MonitorConfig) -> dict[str, Diagn
         if name in out:
             raise ConfigError(f"{path}: diagnostic {name!r} is listed twice; each name is one metric column.")
         if not callable(diagnostic):
-            raise ConfigError(f"{path}: diagnostic {name!r} did not build a callable (got {type(diagnostic).__name__}).")
+            raise ConfigError(
+                f"{path}: diagnostic {name!r} did not build a callable (got {type(diagnostic).__name__})."
+            )
         out[name] = diagnostic
     return out
 

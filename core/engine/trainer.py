@@ -125,9 +125,10 @@ class Trainer:
                                       settings.seed)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         # distinct, reproducible randomness per rank; rank 0 draws exactly what one process would
-        self.augment_generator = torch.Generator(self.device).manual_seed(settings.seed + 1 + 1_000_003 * self.process.rank)
+        rank_offset = 1_000_003 * self.process.rank
+        self.augment_generator = torch.Generator(self.device).manual_seed(settings.seed + 1 + rank_offset)
         if self.process.rank > 0:
-            torch.manual_seed(settings.seed + 1_000_003 * self.process.rank)
+            torch.manual_seed(settings.seed + rank_offset)
         self.epoch = 0
         self.batch_in_epoch = 0
         self.global_step = 0
@@ -196,10 +197,12 @@ class Trainer:
             ckpt.atomic_save(state, path)
         return path
 
-    def load_checkpoint(self, path: Path | None = None) -> None:
+    def load_checkpoint(self, path: Path | None = None, resume: bool = False) -> None:
+        """Restore model, optimisers, RNG and progress. ``resume``: also require the number of
+        processes that wrote it (evaluating a distributed run's checkpoint in one process is fine)."""
         state = ckpt.load(path or self.run_dir / ckpt.CHECKPOINT_NAME)
         saved_world = int(state.get("world_size", 1))
-        if saved_world != self.process.world_size:
+        if resume and saved_world != self.process.world_size:
             raise SelfsupError(
                 f"the checkpoint in {self.run_dir} was written by {saved_world} process(es) and this run has "
                 f"{self.process.world_size}; resume with the same number (torchrun --nproc_per_node ...)."
@@ -211,7 +214,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         for name, opt in self.objective.extra_optimizers().items():
             opt.load_state_dict(state["extra_optimizers"][name])
-        rng = state["rng_per_rank"][self.process.rank] if "rng_per_rank" in state else state["rng"]
+        per_rank = state.get("rng_per_rank", [state["rng"]])
+        rng = per_rank[self.process.rank] if self.process.rank < len(per_rank) else state["rng"]
         ckpt.restore_rng_state(rng, {"augment": self.augment_generator})
         progress = state["progress"]
         self.epoch, self.batch_in_epoch, self.global_step = (
@@ -255,7 +259,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         before = None
         if resume:
-            self.load_checkpoint()
+            self.load_checkpoint(resume=True)
             if (self.run_dir / EVAL_BEFORE_NAME).exists():
                 before = json.loads((self.run_dir / EVAL_BEFORE_NAME).read_text())
         else:
@@ -310,7 +314,7 @@ class Trainer:
                     elapsed = time.perf_counter() - tick
                     row = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
                            "lr": self.optimizer.param_groups[0]["lr"]}
-                    row.update({k: float(v) / count for k, v in distributed.mean_over_ranks(sums).items()})
+                    row.update({k: float(v) / count for k, v in distributed.mean_over_ranks(sums, self.device).items()})
                     row["images_per_s"] = count * batch_size / max(elapsed, 1e-9)
                     if self.monitor is not None:
                         row.update(self.monitor.on_log(self.objective, self.global_step, stop=self.request_stop))

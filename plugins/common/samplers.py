@@ -154,9 +154,8 @@ class MemoryBank(NegativeSampler):
         self.register_buffer("bank", torch.empty(0))
         self.register_buffer("seed", torch.zeros((), dtype=torch.long))
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-        self._seed = 0
+        self._seed = 0  # host copies of the buffers: no device sync per step
         self._draws = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
 
     def setup(self, dim: int, num_samples: int | None = None) -> None:
         """Allocate the ``[num_samples, dim]`` bank of random unit vectors and fix the draw seed."""
@@ -178,13 +177,11 @@ class MemoryBank(NegativeSampler):
 
     def draw_negatives(self, device: torch.device) -> Tensor:
         """The ``[K]`` slot indices of this step's negatives (advances the draw counter)."""
-        generator = self._generators.get(device)
-        if generator is None:
-            generator = self._generators[device] = torch.Generator(device)
-        generator.manual_seed((self._seed + 1_000_003 * self._draws) % 2**63)
+        generator = torch.Generator(device).manual_seed((self._seed + 1_000_003 * self._draws) % 2**63)
         self._draws += 1
         self.draws.fill_(self._draws)
-        return torch.randint(self.num_samples, (self.num_negatives,), generator=generator, device=device)
+        drawn = torch.randint(self.num_samples, (self.num_negatives,), generator=generator, device=device)
+        return drawn.sort().values  # ascending: the gather from a large bank reads it in order
 
     def score(self, critic: Critic, query: Tensor, key: Tensor, index: Tensor | None = None) -> Scores:
         if self.bank.numel() == 0:

@@ -8,6 +8,8 @@ alignment and uniformity (Wang & Isola 2020).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -79,7 +81,8 @@ def uniformity(embeddings: Tensor, t: float = 2.0) -> Tensor:
         raise ValueError(f"t must be > 0, got {t}")
     z = F.normalize(_check_embeddings("embeddings", embeddings, min_rows=2), dim=1)
     squared = torch.pdist(z.double(), p=2).pow(2)  # [N (N - 1) / 2] distinct pairs
-    return (torch.logsumexp(-t * squared, dim=0) - torch.log(torch.tensor(float(squared.numel()), dtype=torch.double))).to(z.dtype)
+    log_mean = torch.logsumexp(-t * squared, dim=0) - math.log(squared.numel())
+    return log_mean.to(z.dtype)
 
 
 def knn_leave_one_out(

@@ -73,7 +73,8 @@ class MoCoV3(Objective):
         self.split_bn = check_split_bn(split_bn)
         self.encoder = convert_split_batchnorm(encoder, self.split_bn)
         self.projector = convert_split_batchnorm(
-            mlp_head(encoder.out_dim, embedding_dim, hidden_dim, projector_layers, batch_norm=True, last_batch_norm=True),
+            mlp_head(encoder.out_dim, embedding_dim, hidden_dim, projector_layers, batch_norm=True,
+                     last_batch_norm=True),
             self.split_bn,
         )
         self.predictor = convert_split_batchnorm(

@@ -61,8 +61,9 @@ def pipeline(method: str, args: argparse.Namespace, steps: int, run_dir: Path, l
         "objective": spec["objective"],
         "optim": spec["optim"],
         "schedule": {"name": "cosine", "warmup_epochs": 0.0},
-        "trainer": {"epochs": 10_000, "max_steps": steps, "log_every": max(1, min(log_every, steps)), "progress": False, "eval_before": False,
-                    "eval_after": False, "out_dir": str(run_dir.parent), "run_name": run_dir.name},
+        "trainer": {"epochs": 10_000, "max_steps": steps, "log_every": max(1, min(log_every, steps)),
+                    "progress": False, "eval_before": False, "eval_after": False,
+                    "out_dir": str(run_dir.parent), "run_name": run_dir.name},
         "eval": {"linear_probe": False, "plots": False},
     }
 
@@ -98,7 +99,8 @@ def calibrated_steps(method: str, args: argparse.Namespace) -> int:
     probe_steps = 12
     cfg = pipeline(method, args, probe_steps, args.out / f"{method}_calibration", log_every=4)
     trainer = build_trainer(OmegaConf.create(cfg), run_dir=args.out / f"{method}_calibration")
-    trainer.fit()
+    if trainer.fit().interrupted:
+        raise KeyboardInterrupt
     rows = [json.loads(line) for line in (trainer.run_dir / "metrics.jsonl").read_text().splitlines()]
     images_per_s = rows[-1]["images_per_s"]  # steps 9..12: past the first steps' overheads
     return max(1, int(args.minutes * 60 * images_per_s / args.batch_size))
@@ -114,7 +116,8 @@ def run(method: str, args: argparse.Namespace, data_cache: dict) -> dict[str, An
     if "baseline" not in data_cache:  # the same encoder, same seed, before any step
         data_cache["baseline"] = score(trainer.objective, trainer.data, args)
     start = time.perf_counter()
-    trainer.fit()
+    if trainer.fit().interrupted:  # SIGINT / SIGTERM: stop the whole benchmark, not just this bundle
+        raise KeyboardInterrupt
     seconds = time.perf_counter() - start
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return {"steps": trainer.global_step, "seconds": seconds, "loss": rows[-1]["loss"],
@@ -122,7 +125,8 @@ def run(method: str, args: argparse.Namespace, data_cache: dict) -> dict[str, An
 
 
 def format_table(results: dict[str, dict[str, Any]], baseline: dict[str, float]) -> str:
-    header = f"{'method':<14} {'steps':>6} {'time':>7} {'kNN acc':>8} {'vs init':>8} {'eff.rank':>8} {'std':>7}  verdict"
+    header = (f"{'method':<14} {'steps':>6} {'time':>7} {'kNN acc':>8} {'vs init':>8} {'eff.rank':>8} {'std':>7}"
+              "  verdict")
     lines = [header, "-" * len(header),
              f"{'random init':<14} {0:>6} {'-':>7} {100 * baseline['knn_acc']:>7.2f}% {'':>8} "
              f"{baseline['effective_rank']:>8.2f} {baseline['std']:>7.4f}"]

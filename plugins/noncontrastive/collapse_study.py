@@ -19,7 +19,6 @@ import copy
 import csv
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -65,31 +64,40 @@ COLOURS = {"simsiam": "tab:green", "no_stop_gradient": "tab:red", "no_predictor"
 
 
 def run_variant(pipeline: dict[str, Any], overrides: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Train one variant; return its monitor curves, flag and final test kNN accuracy."""
+    """Train one variant into ``run_dir``; return :func:`load_variant` of it."""
     from selfsup.engine import build_trainer
 
-    cfg = OmegaConf.merge(OmegaConf.create(pipeline), OmegaConf.from_dotlist([f"{k}={v}" for k, v in overrides.items()]))
-    trainer = build_trainer(cfg, run_dir=run_dir)
-    start = time.perf_counter()
-    result = trainer.fit()
+    dotlist = [f"{key}={value}" for key, value in overrides.items()]
+    cfg = OmegaConf.merge(OmegaConf.create(pipeline), OmegaConf.from_dotlist(dotlist))
+    if build_trainer(cfg, run_dir=run_dir).fit().interrupted:  # SIGINT / SIGTERM: stop the study
+        raise KeyboardInterrupt
+    return load_variant(run_dir)
+
+
+def load_variant(run_dir: Path) -> dict[str, Any]:
+    """A finished variant's monitor curves, collapse flag, final values and test kNN accuracy."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    curves = [r for r in rows if "embedding_std" in r]
-    summary = json.loads((run_dir / "metrics.json").read_text())["monitor"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     return {
-        "curves": curves,
-        "collapse": summary["collapse"],
-        "final": summary["values"],
+        "curves": [r for r in rows if "embedding_std" in r],
+        "collapse": metrics["monitor"]["collapse"],
+        "final": metrics["monitor"]["values"],
         "loss": rows[-1]["loss"],
-        "test_knn": (result.after or {}).get("knn_acc", math.nan),
-        "seconds": time.perf_counter() - start,
-        "steps": result.steps,
+        "test_knn": (metrics.get("after") or {}).get("knn_acc", math.nan),
+        "steps": metrics["steps"],
     }
 
 
-def save_plot(results: dict[str, dict[str, Any]], thresholds: dict[str, float | None], path: Path) -> Path:
-    """Three panels (std, effective rank, probe kNN accuracy) against the step, one line per variant."""
+def save_plot(results: dict[str, dict[str, Any]], thresholds: dict[str, float | None], path: Path,
+              warmup_steps: int = 0) -> Path:
+    """Three panels (std, effective rank, probe kNN accuracy) against the step, one line per variant.
+
+    thresholds: ``collapse_std`` / ``collapse_rank`` (dashed lines); the first ``warmup_steps``
+    (not checked by the detector) are shaded.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     panels = [("embedding_std", "std of normalised projections", thresholds.get("collapse_std")),
               ("effective_rank", "effective rank (RankMe) of projections", thresholds.get("collapse_rank")),
@@ -110,8 +118,13 @@ def save_plot(results: dict[str, dict[str, Any]], thresholds: dict[str, float | 
                         markeredgecolor="black")
         if threshold is not None:
             ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"collapse threshold {threshold:g}")
+        if warmup_steps > 0:
+            ax.axvspan(0, warmup_steps, color="grey", alpha=0.12, label="warm-up (not checked)")
         if metric == "effective_rank":
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_yticks([1, 2, 3, 5, 10, 20, 50])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -162,22 +175,28 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--csv", type=Path, help="CSV of the curves (default: OUT/collapse_study.csv)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--check", action="store_true", help="exit 1 unless exactly the broken variants are flagged")
+    parser.add_argument("--replot", action="store_true", help="do not train: re-read the run folders in OUT")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides of the base pipeline")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipeline = (OmegaConf.to_container(OmegaConf.load(args.pipeline)) if args.pipeline else copy.deepcopy(PIPELINE))
     if args.overrides:
-        pipeline = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(pipeline), OmegaConf.from_dotlist(args.overrides)))
+        merged = OmegaConf.merge(OmegaConf.create(pipeline), OmegaConf.from_dotlist(args.overrides))
+        pipeline = OmegaConf.to_container(merged)
     if args.steps is not None:
         pipeline["trainer"]["max_steps"] = args.steps
     results = {}
     for name in args.variants:
+        if args.replot:
+            results[name] = load_variant(args.out / name)
+            continue
         print(f"--- {name}", flush=True)
         results[name] = run_variant(pipeline, VARIANTS[name][0], args.out / name)
     print()
     print(format_table(results))
     thresholds = {k: pipeline["monitor"].get(k) for k in ("collapse_std", "collapse_rank")}
-    plot = save_plot(results, thresholds, args.plot or args.out / "collapse_study.png")
+    plot = save_plot(results, thresholds, args.plot or args.out / "collapse_study.png",
+                     pipeline["monitor"].get("warmup_steps", 0))
     table = save_csv(results, args.csv or args.out / "collapse_study.csv")
     print(f"\nplot: {plot}\ncurves: {table}")
     wrong = [n for n, r in results.items() if bool(r["collapse"]) != VARIANTS[n][1]]

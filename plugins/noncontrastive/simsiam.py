@@ -37,13 +37,15 @@ class SimSiam(TwoViewObjective):
     layers to ``embedding_dim`` ending in an affine-free BN; predictor Linear-BN-ReLU-Linear
     with a bottleneck of ``embedding_dim // 4``.
 
-    stop_gradient: detach the projections the predictions are compared with (False collapses).
+    stop_gradient: detach the projections the predictions are compared with (False
+        collapses: ``selfsup bench collapse``).
     predictor: use the predictor (False: compare projections directly, which collapses).
     fixed_predictor_lr: keep the predictor's learning rate at its starting value while the
         schedule decays the rest (the paper's Table 1, "fixed lr"); needs ``predictor``.
     projector_last_batch_norm: end the projector with an affine-free BN (the paper's
-        architecture). It keeps every projection dimension at unit batch variance, which
-        hides collapse from the projections; the collapse study turns it off.
+        architecture). It keeps every projection dimension at unit batch variance, so the
+        projections cannot shrink to a point (their rank still drops when the method
+        breaks); the collapse study turns it off to show the collapse plainly.
     """
 
     def __init__(

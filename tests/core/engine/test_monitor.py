@@ -55,7 +55,8 @@ def test_collapse_warns_once_naming_value_and_threshold(tmp_path, registry, caps
 def test_stop_on_collapse_stops_cleanly_with_a_checkpoint(tmp_path, registry):
     cfg = monitored(tmp_path, collapse_rank=1e6, stop_on_collapse=True)
     trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
-    with pytest.raises(CollapseDetected, match=r"collapse detected at step 2: effective_rank [0-9.]+ < monitor.collapse_rank 1e\+06"):
+    expected = r"collapse detected at step 2: effective_rank [0-9.]+ < monitor.collapse_rank 1e\+06"
+    with pytest.raises(CollapseDetected, match=expected):
         trainer.fit()
     assert trainer.global_step == 2
     assert (tmp_path / "run" / "checkpoint.pt").exists()

@@ -12,7 +12,9 @@ from selfsup.plugins.dim.bench_mi import (
     gaussian_mi,
     main,
     make_critic,
+    parse_args,
     rho_for_mi,
+    run_all,
     stage_summary,
     train_estimator,
 )
@@ -43,34 +45,50 @@ def test_stage_summary_takes_the_last_quarter():
 
 @pytest.mark.slow
 def test_reduced_benchmark_finds_the_known_answer():
-    """d = 20, 2 and 4 nats, separable critic, batch 128: InfoNCE stays under log(batch); NWJ and
-    DV land within 15% of the truth (mean of the last quarter of each stage)."""
+    """d = 20, 2 and 4 nats, separable critic: InfoNCE never exceeds log(batch); NWJ and DV land
+    within 15% of the truth (mean over the last quarter of each stage). Settings measured to
+    pass with margin: NWJ 1.88 / 3.72, DV 1.95 / 3.85 nats (batch 256, 400 steps per stage)."""
     torch.set_num_threads(1)
-    stages, steps, batch = [2.0, 4.0], 600, 128
-    results = {}
-    for name, estimator in (("infonce", InfoNCE()), ("nwj", NWJ()), ("dv", DonskerVaradhan())):
+    stages, steps = [2.0, 4.0], 400
+
+    def run(estimator, batch):
         torch.manual_seed(0)
-        critic = make_critic("separable", 20, hidden_dim=256, embedding_dim=32, hidden_layers=2, shortcut=False)
-        estimates = train_estimator(estimator, critic, stages, steps, batch, 20, lr=2e-3, seed=0, anneal=True)
-        results[name] = stage_summary(estimates, steps)
-        if name == "infonce":
-            assert estimates.max() <= math.log(batch) + 1e-6
-    for name in ("nwj", "dv"):
-        for truth, (mean, _) in zip(stages, results[name]):
-            assert abs(mean - truth) <= 0.15 * truth, f"{name} at {truth} nats: {mean:.2f}"
-    assert results["infonce"][1][0] > results["infonce"][0][0]  # more MI, higher estimate
+        critic = make_critic("separable", 20, hidden_dim=128, embedding_dim=32, hidden_layers=2)
+        estimates = train_estimator(estimator, critic, stages, steps, batch, 20, lr=5e-4, seed=0, anneal=True)
+        return estimates, stage_summary(estimates, steps)
+
+    infonce, infonce_summary = run(InfoNCE(), batch=32)
+    assert infonce.max() <= math.log(32) + 1e-6  # the bound can never pass log(batch) ...
+    assert infonce_summary[1][0] > infonce_summary[0][0] + 0.5  # ... but still grows with the MI
+    for estimator in (NWJ(), DonskerVaradhan()):
+        _, summary = run(estimator, batch=256)
+        for truth, (mean, _) in zip(stages, summary):
+            assert abs(mean - truth) <= 0.15 * truth, f"{type(estimator).__name__} at {truth} nats: {mean:.2f}"
 
 
 def test_main_prints_a_table_and_writes_plot_and_csv(tmp_path, capsys):
     plot, table = tmp_path / "mi.png", tmp_path / "mi.csv"
     code = main(["--steps-per-stage", "4", "--stages", "1", "2", "--batch-sizes", "8", "--hidden-dim", "8",
-                 "--embedding-dim", "4", "--plot", str(plot), "--csv", str(table)])
+                 "--embedding-dim", "4", "--jobs", "1", "--plot", str(plot), "--csv", str(table)])
     assert code == 0
     out = capsys.readouterr().out
     assert "true MI" in out and "log(batch)" in out
     rows = table.read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 1 * 4 * 2  # header + critics x batches x estimators x stages
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_runs_as_one_process():
+    args = parse_args(["--steps-per-stage", "4", "--stages", "1", "--batch-sizes", "8", "--hidden-dim", "8",
+                       "--embedding-dim", "4", "--estimators", "dv", "nwj", "--critics", "separable"])
+    args.jobs = 1
+    inline = run_all(args, log=lambda _: None)
+    args.jobs = 2
+    parallel = run_all(args, log=lambda _: None)
+    assert [(r.critic, r.batch_size, r.estimator) for r in parallel] == [(r.critic, r.batch_size, r.estimator) for r in inline]
+    for a, b in zip(inline, parallel):
+        np.testing.assert_allclose(a.estimates, b.estimates, rtol=1e-5)
 
 
 def test_main_rejects_bad_arguments():

@@ -49,7 +49,8 @@ def test_loss_is_2t_times_the_symmetric_cross_entropy():
         return F.normalize(model.key_projector(model.key_encoder(x).global_), dim=1)
 
     labels = torch.arange(6)  # the positive of query i is key i of the other view
-    expected = F.cross_entropy(query(x1) @ key(x2).T / 0.3, labels) + F.cross_entropy(query(x2) @ key(x1).T / 0.3, labels)
+    expected = (F.cross_entropy(query(x1) @ key(x2).T / 0.3, labels)
+                + F.cross_entropy(query(x2) @ key(x1).T / 0.3, labels))
     torch.testing.assert_close(out.loss, 2 * 0.3 * expected)
     assert 0.0 <= float(out.logs["instance_acc"]) <= 1.0
 
@@ -94,7 +95,8 @@ def test_loss_scale_defaults_to_twice_the_critic_temperature():
 def test_a_queue_from_config_gets_both_views_keys(registry):
     node = {"name": "moco_v3", "encoder": {"name": "small_conv", "width": 4}, "embedding_dim": 8, "hidden_dim": 16,
             "sampler": {"name": "momentum_queue", "size": 20}, "split_bn": 2}
-    model = build(registry, "objective", node, "objective", context={"in_channels": 1, "image_size": 8, "num_train": 50})
+    context = {"in_channels": 1, "image_size": 8, "num_train": 50}
+    model = build(registry, "objective", node, "objective", context=context)
     assert isinstance(model.sampler, MomentumQueue)
     assert sum(isinstance(m, SplitBatchNorm) for m in model.modules()) > 0
     out = model(views())

@@ -23,10 +23,10 @@ def fake_results():
                  "knn_accuracy": 0.8} for s in range(10, 110, 10)]
 
     healthy = {"curves": curves(lambda s: 0.07, lambda s: 35.0), "collapse": None, "loss": -0.8, "test_knn": 0.85,
-               "steps": 100, "seconds": 1.0, "final": {"embedding_std": 0.07, "effective_rank": 35.0, "knn_accuracy": 0.8}}
+               "steps": 100, "final": {"embedding_std": 0.07, "effective_rank": 35.0, "knn_accuracy": 0.8}}
     broken = {"curves": curves(lambda s: 0.07 / s, lambda s: 40.0 / s), "loss": -0.99, "test_knn": 0.5, "steps": 100,
               "collapse": {"step": 40, "metric": "embedding_std", "value": 0.0017, "threshold": 0.02},
-              "seconds": 1.0, "final": {"embedding_std": 0.0007, "effective_rank": 0.4, "knn_accuracy": 0.6}}
+              "final": {"embedding_std": 0.0007, "effective_rank": 0.4, "knn_accuracy": 0.6}}
     return {"simsiam": healthy, "no_stop_gradient": broken}
 
 
