@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh plugin registry and tiny pipelines that train in seconds."""
+"""Shared fixtures: the plugin registry, loaded once; thread count for the 2-core machine."""
 
 from __future__ import annotations
 
@@ -19,28 +19,3 @@ def _few_threads():
     # 2-core machine: keep torch from oversubscribing when pytest runs in parallel
     torch.set_num_threads(2)
     yield
-
-
-def tiny_pipeline(tmp_path, **overrides) -> dict:
-    """A MoCo pipeline on digits that trains a few steps in about a second."""
-    cfg = {
-        "seed": 0,
-        "data": {"dataset": {"name": "digits"}, "augment": {"name": "two_view"}, "batch_size": 64},
-        "objective": {
-            "name": "moco",
-            "encoder": {"name": "small_conv", "width": 8},
-            "sampler": {"name": "momentum_queue", "size": 100},
-            "embedding_dim": 16,
-        },
-        "optim": {"name": "sgd", "lr": 0.05},
-        "trainer": {"epochs": 1, "max_steps": 6, "progress": False, "eval_before": False,
-                    "eval_after": False, "out_dir": str(tmp_path), "log_every": 2},
-        "eval": {"linear_probe": False, "plots": False},
-    }
-    for dotted, value in overrides.items():
-        node = cfg
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
-    return cfg

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..config import build, to_container
+from ..config import SECTIONS, build, to_container
 from ..errors import ConfigError
 from ..plugin_manager import default_registry
 from ..registry import Registry
@@ -21,7 +21,7 @@ def resolved_config(cfg: Any, settings: Settings) -> dict[str, Any]:
     """The pipeline with every section's defaults filled in (what ``config.yaml`` holds)."""
     node = to_container(cfg)
     out: dict[str, Any] = {"seed": settings.seed, "objective": node["objective"]}
-    for name in ("data", "optim", "schedule", "trainer", "eval", "monitor"):
+    for name in SECTIONS:
         value = dataclasses.asdict(getattr(settings, name))
         out[name] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
     return out

@@ -2,10 +2,12 @@
 
 Trains DIM(G), DIM(L) with JSD and DIM(L) with InfoNCE (the ``dim`` objective through the
 ordinary engine, on the un-augmented images) for ``--minutes`` each, then prints cosine
-kNN (k=200, T=0.1) and linear-probe accuracy of the 64-d code beside the same encoder at
-random initialisation (every variant starts from the same seeded weights). ``--eval-at``
-adds intermediate evaluations (minutes of training) to show the trend; evaluation time is
-not counted in the budget.
+kNN (k=200, T=0.1) and linear-probe accuracy beside the same encoder at random
+initialisation (every variant starts from the same seeded weights), for the layers the DIM
+paper evaluates: the 64-d code (what ``embed`` returns by default) and the 1024-d fc layer
+(``--layers``; ``conv`` adds the last conv layer). ``--eval-at`` adds intermediate
+evaluations (minutes of training) to show the trend; evaluation time is not counted in the
+budget.
 """
 
 from __future__ import annotations
@@ -78,12 +80,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--minutes", type=float, default=15.0, help="training budget per variant")
     p.add_argument("--eval-at", type=float, nargs="*", default=[], help="extra evaluations (training minutes)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--critic-dim", type=int, default=256, help="hidden/embedding width of the critics")
+    p.add_argument("--critic-dim", type=int, default=256, help="hidden/embedding width of the critics "
+                   "(the separable critic's temperature is sqrt of it)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eval-train", type=int, default=0, help="training images used as kNN memory (0: all)")
     p.add_argument("--no-linear", action="store_true", help="skip the linear probe")
+    p.add_argument("--layers", nargs="+", default=["code", "fc"], choices=["code", "fc", "conv"],
+                   help="representations evaluated: the 64-d code, the fc layer, the last conv layer")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_dim", help="run folders go here")
@@ -93,28 +98,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def evaluate_layers(objective, data, eval_cfg, device, layers: list[str]) -> dict[str, dict[str, Any]]:
+    """kNN / linear-probe results of each representation in ``layers`` (see DeepInfoMax.embed_layer)."""
+    from selfsup.engine.evaluate import evaluate
+
+    results = {}
+    chosen = objective.embed_layer
+    try:
+        for layer in layers:
+            objective.embed_layer = layer
+            results[layer] = evaluate(objective, data, eval_cfg, device)
+    finally:
+        objective.embed_layer = chosen
+    return results
+
+
 def main(argv: list[str]) -> int:
     """DIM(G), DIM(L)+JSD, DIM(L)+InfoNCE on Fashion-MNIST: kNN / linear accuracy vs random init."""
     from selfsup.config import EvalConfig
     from selfsup.engine import build_trainer
-    from selfsup.engine.evaluate import evaluate
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     eval_cfg = EvalConfig(linear_probe=not args.no_linear, plots=False)
     marks = sorted({*args.eval_at, args.minutes})
     out_dir = Path(args.out)
-    rows: list[tuple[str, str, int, dict[str, Any]]] = []
-    baseline = None
+    rows: list[tuple[str, str, int, str, dict[str, Any]]] = []
+    baseline: dict[str, dict[str, Any]] = {}
     print(f"DIM on {args.data}: {args.minutes:g} min per variant, batch {args.batch_size}, Adam lr {args.lr}, "
-          f"{args.threads} threads")
+          f"{args.threads} threads, layers {', '.join(args.layers)}")
     for variant in args.variants:
         trainer = build_trainer(OmegaConf.create(pipeline(variant, args, out_dir)), run_dir=out_dir / variant)
         data = eval_subset(trainer.data, args.eval_train, args.seed)
-        if baseline is None:  # every variant's encoder starts from the same seeded weights
-            baseline = evaluate(trainer.objective, data, eval_cfg, trainer.device)
-            rows.append(("random init", "0", 0, baseline))
-            print(f"  random init: {describe(baseline)}", flush=True)
+        if not baseline:  # every variant's encoder starts from the same seeded weights
+            baseline = evaluate_layers(trainer.objective, data, eval_cfg, trainer.device, args.layers)
+            for layer, result in baseline.items():
+                rows.append(("random init", "0", 0, layer, result))
+                print(f"  random init, {layer}: {describe(result)}", flush=True)
         done = 0.0
         for mark in marks:
             tick = time.perf_counter()
@@ -122,10 +142,11 @@ def main(argv: list[str]) -> int:
                 trainer = build_trainer(OmegaConf.create(pipeline(variant, args, out_dir)), run_dir=out_dir / variant)
             train_for(trainer, 60.0 * (mark - done), resume=done > 0)
             done = mark
-            result = evaluate(trainer.objective, data, eval_cfg, trainer.device)
-            rows.append((f"DIM({variant})", f"{mark:g}", trainer.global_step, result))
-            print(f"  DIM({variant}) after {mark:g} min ({trainer.global_step} steps, "
-                  f"{time.perf_counter() - tick:.0f} s with eval): {describe(result)}", flush=True)
+            steps = trainer.global_step
+            for layer, result in evaluate_layers(trainer.objective, data, eval_cfg, trainer.device, args.layers).items():
+                rows.append((f"DIM({variant})", f"{mark:g}", steps, layer, result))
+                print(f"  DIM({variant}) after {mark:g} min ({steps} steps), {layer}: {describe(result)}", flush=True)
+            print(f"  ({time.perf_counter() - tick:.0f} s with evaluation)", flush=True)
     print_table(rows, baseline)
     return 0
 
@@ -135,14 +156,21 @@ def describe(result: dict[str, Any]) -> str:
     return text + (f", linear {100 * result['linear_acc']:.2f}%" if "linear_acc" in result else "")
 
 
-def print_table(rows: list[tuple[str, str, int, dict[str, Any]]], baseline: dict[str, Any] | None) -> None:
-    header = ["model", "minutes", "steps", "kNN %", "vs init", "linear %"]
+def print_table(rows: list[tuple[str, str, int, str, dict[str, Any]]], baseline: dict[str, dict[str, Any]]) -> None:
+    """One line per (model, minutes, layer); 'vs init' is the kNN gain over the same layer at init."""
+    header = ["model", "minutes", "steps", "layer", "kNN %", "vs init", "linear %", "vs init"]
     lines = []
-    for model, minutes, steps, r in rows:
-        gain = 100 * (r["knn_acc"] - baseline["knn_acc"]) if baseline else 0.0
+    for model, minutes, steps, layer, r in rows:
+        base = baseline[layer]
+        knn_gain = f"{100 * (r['knn_acc'] - base['knn_acc']):+.2f}"
         linear = f"{100 * r['linear_acc']:.2f}" if "linear_acc" in r else "-"
-        lines.append([model, minutes, str(steps), f"{100 * r['knn_acc']:.2f}", f"{gain:+.2f}", linear])
+        linear_gain = f"{100 * (r['linear_acc'] - base['linear_acc']):+.2f}" if "linear_acc" in r else "-"
+        lines.append([model, minutes, str(steps), layer, f"{100 * r['knn_acc']:.2f}", knn_gain, linear, linear_gain])
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
-    print("\n" + "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in (0, 3) else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    print("\n" + fmt(header))
     for line in lines:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        print(fmt(line))

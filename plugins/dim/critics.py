@@ -22,6 +22,8 @@ the objective that owns the critic calls once it knows its encoder's widths (lik
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -95,6 +97,9 @@ class EmbeddingNet(nn.Module):
 class LearnedCritic(Critic):
     """A critic with networks whose input widths are known late (see :meth:`setup`)."""
 
+    #: The conformance kit scores plain vectors; give it the widths up front.
+    conformance_params = {"query_dim": 8, "key_dim": 8}
+
     def __init__(self) -> None:
         super().__init__()
         self.query_dim: int | None = None
@@ -145,8 +150,10 @@ class SeparableCritic(LearnedCritic):
     f and g are :class:`EmbeddingNet` s (hidden layers of ``hidden_dim``, output
     ``embedding_dim``, linear shortcut); on a local map g is a stack of 1x1 convolutions.
     Costs O((N + M) * embedding_dim) network evaluations plus one ``[N, E] x [E, M]``
-    product. Defaults follow cortex_DIM (BatchNorm in the hidden layers); Poole et al.'s MI
-    benchmark critic is ``shortcut=False, batch_norm=False, num_hidden_layers=2``.
+    product. The temperature T defaults to ``sqrt(embedding_dim)`` (a scaled dot product,
+    so the first scores are O(1) instead of saturating the estimator; cortex_DIM uses 1).
+    BatchNorm in the hidden layers follows cortex_DIM; Poole et al.'s MI benchmark critic
+    is ``shortcut=False, batch_norm=False, num_hidden_layers=2, temperature=1``.
     """
 
     def __init__(
@@ -159,12 +166,14 @@ class SeparableCritic(LearnedCritic):
         shortcut: bool = True,
         batch_norm: bool = True,
         layer_norm: bool = False,
-        temperature: float = 1.0,
+        temperature: float | None = None,
     ) -> None:
         super().__init__()
         _check_positive(hidden_dim=hidden_dim, embedding_dim=embedding_dim)
         if num_hidden_layers < 0:
             raise ValueError(f"num_hidden_layers must be >= 0, got {num_hidden_layers}")
+        if temperature is None:
+            temperature = math.sqrt(embedding_dim)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.hidden_dim, self.embedding_dim = hidden_dim, embedding_dim

@@ -73,9 +73,22 @@ class DIMConvEncoder(Encoder):
         self.local_channels = convs[local_index][0]
 
     def forward(self, x: Tensor) -> Features:
-        local: Tensor | None = None
+        outputs = self.layer_outputs(x)
+        return Features(global_=outputs["code"], local=outputs["local"])
+
+    def layer_outputs(self, x: Tensor) -> dict[str, Tensor]:
+        """Every representation the DIM paper evaluates, for input ``[N, C, S, S]``.
+
+        ``local`` ``[N, 128, S', S']``; ``conv`` the last conv layer flattened ``[N, C*H*W]``
+        (for the 28x28 variant that is the local map); ``fc`` ``[N, fc_dim]`` (after BN and
+        ReLU); ``code`` ``[N, out_dim]`` (what ``forward`` returns as ``global_``).
+        """
+        outputs: dict[str, Tensor] = {}
         for i, layer in enumerate(self.convs):
             x = layer(x)
             if i == self.local_index:
-                local = x  # [N, 128, S', S']
-        return Features(global_=self.head(self.fc(x)), local=local)
+                outputs["local"] = x
+        outputs["conv"] = x.flatten(1)
+        outputs["fc"] = self.fc(x)
+        outputs["code"] = self.head(outputs["fc"])
+        return outputs

@@ -81,6 +81,9 @@ class DeepInfoMax(Objective):
     prior: the prior matcher (default ``adversarial``: uniform on [0, 1]^d).
     same_image / masked_score: how same-image positions enter the local negatives (see
         :func:`local_scores`).
+    embed_layer: the representation ``embed`` returns for evaluation: ``code`` (the global
+        vector) or, with encoders that expose ``layer_outputs`` (``dim_conv``), ``fc`` or
+        ``conv`` -- the other layers the DIM paper evaluates.
 
     DIM trains on the un-augmented images ``batch.inputs`` (``num_views = 0``); the engine
     skips augmentation for it even when a transform is configured.
@@ -101,6 +104,7 @@ class DeepInfoMax(Objective):
         prior: PriorMatcher | None = None,
         same_image: SameImage = "exclude",
         masked_score: float = -10.0,
+        embed_layer: Literal["code", "fc", "conv"] = "code",
         in_channels: int = 1,
         image_size: int = 32,
     ) -> None:
@@ -115,6 +119,14 @@ class DeepInfoMax(Objective):
         self.alpha, self.beta, self.gamma = (float(w) for w in weights)
         self.same_image, self.masked_score = same_image, float(masked_score)
         self.encoder = encoder if encoder is not None else DIMConvEncoder(in_channels, image_size)
+        if embed_layer not in ("code", "fc", "conv"):
+            raise ValueError(f"embed_layer must be 'code', 'fc' or 'conv', got {embed_layer!r}")
+        if embed_layer != "code" and not hasattr(self.encoder, "layer_outputs"):
+            raise ValueError(
+                f"embed_layer {embed_layer!r} needs an encoder with layer_outputs (e.g. dim_conv); "
+                f"{type(self.encoder).__name__} only gives the code: use embed_layer: code"
+            )
+        self.embed_layer = embed_layer
         code_dim, local_shape = self._probe_shapes(in_channels, image_size)
         self.estimator = estimator if estimator is not None else JSD()
         self.global_estimator = copy.deepcopy(self.estimator)
@@ -178,7 +190,10 @@ class DeepInfoMax(Objective):
         return StepOutput(loss=loss, logs=logs)
 
     def embed(self, x: Tensor) -> Tensor:
-        return self.encoder(x).global_
+        """``[N, C, H, W]`` -> ``[N, D]``: the code, or the layer named by ``embed_layer``."""
+        if self.embed_layer == "code":
+            return self.encoder(x).global_
+        return self.encoder.layer_outputs(x)[self.embed_layer]  # type: ignore[operator]
 
     def parameter_groups(self) -> list[dict]:
         """Everything but the prior's discriminator, which its own optimiser steps."""

@@ -49,6 +49,8 @@ class AdversarialPrior(PriorMatcher):
     objective that owns the matcher calls it with its code width.
     """
 
+    conformance_params = {"dim": 8, "hidden_dims": [16]}
+
     def __init__(
         self,
         dim: int | None = None,

@@ -4,8 +4,9 @@ For the in-batch sampler and for the momentum queue and memory bank at each K, t
 full training step (two-view augmentation, query and key encoders, scores against the
 negatives, InfoNCE, backward, SGD step, enqueue / bank update, momentum update) on a
 synthetic batch, and reports the median step time relative to in-batch negatives. Steps of
-the configurations are interleaved round by round, so a drifting machine load affects all
-of them alike.
+the configurations are interleaved round by round, in a fresh random order each round, so a
+drifting machine load (and whatever one configuration leaves behind for the next, such as
+freed memory) affects all of them alike.
 """
 
 from __future__ import annotations
@@ -121,9 +122,10 @@ def bench_samplers(argv: list[str]) -> int:
     for step in range(args.warmup):
         for case in cases:
             timed(case, step)
-    for step in range(args.steps):  # round-robin: load drift hits every configuration alike
-        for case in cases:
-            case.times.append(timed(case, args.warmup + step))
+    order = torch.Generator().manual_seed(1)
+    for step in range(args.steps):  # rounds in random order: load drift hits every configuration alike
+        for i in torch.randperm(len(cases), generator=order).tolist():
+            cases[i].times.append(timed(cases[i], args.warmup + step))
 
     baseline, baseline_min = cases[0].median_ms, cases[0].min_ms
     rows = [

@@ -40,7 +40,7 @@ class MoCoV3(Objective):
     Defaults follow the paper's ResNet recipe: projector 2-layer MLP (hidden 4096, BN, output
     BN without affine) to 256-d, predictor 2-layer MLP (hidden 4096, BN, no output BN),
     momentum rising from ``momentum`` to 1 on a cosine schedule. The paper's temperature is
-    1.0 for ResNets and 0.2 for ViTs; the default here is 0.2, better on small data.
+    1.0 for ResNets and 0.2 for ViTs; the default here is 0.2 (examples/moco_v3.yaml on digits).
 
     critic / estimator / sampler: any registry part (defaults: dot on normalised vectors at
         ``temperature``, InfoNCE, in-batch negatives). A queue or memory bank is updated with

@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import tiny_pipeline
+from support import tiny_pipeline
 from selfsup.engine import build_trainer
 from selfsup.engine.monitor import CollapseDetected, ProbeEmbeddings
 from selfsup.errors import ConfigError

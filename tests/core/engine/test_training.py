@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import tiny_pipeline
+from support import tiny_pipeline
 from selfsup.engine import build_trainer
 from selfsup.engine.checkpoint import load
 from selfsup.errors import TrainingDiverged

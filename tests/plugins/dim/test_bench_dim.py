@@ -18,7 +18,7 @@ def tiny_npz(tmp_path):
 def test_variants_are_the_three_of_the_issue(tmp_path):
     assert VARIANTS == {"G": ("G", "jsd"), "L-jsd": ("L", "jsd"), "L-infonce": ("L", "infonce")}
     args = parse_args([])
-    assert args.minutes == 15.0 and args.threads == 2
+    assert args.minutes == 15.0 and args.threads == 2 and args.layers == ["code", "fc"]
     cfg = pipeline("L-infonce", args, tmp_path)
     assert cfg["data"]["dataset"] == {"name": "arrays", "path": "../shared/data/fashion_mnist.npz"}
     assert cfg["objective"]["preset"] == "L" and cfg["objective"]["estimator"] == {"name": "infonce"}
@@ -32,7 +32,7 @@ def test_bench_dim_runs_and_prints_the_table(tiny_npz, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "random init" in out and "DIM(G)" in out and "DIM(L-infonce)" in out
     table = out[out.index("model"):].splitlines()
-    assert len(table) == 1 + 1 + 2 * 2  # header, random init, 2 variants x 2 evaluations
+    assert len(table) == 1 + 2 * (1 + 2 * 2)  # header; code and fc rows of random init, 2 variants x 2 evaluations
     assert (tmp_path / "runs" / "L-infonce" / "checkpoint.pt").exists()
 
 

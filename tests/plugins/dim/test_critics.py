@@ -18,7 +18,8 @@ from selfsup.plugins.dim.critics import (
 def linear_separable(query_weight, key_weight) -> SeparableCritic:
     """A separable critic whose nets are single bias-free linear maps with the given weights."""
     critic = SeparableCritic(query_weight.shape[1], key_weight.shape[1], hidden_dim=4,
-                             embedding_dim=query_weight.shape[0], num_hidden_layers=0, shortcut=False, batch_norm=False)
+                             embedding_dim=query_weight.shape[0], num_hidden_layers=0, shortcut=False, batch_norm=False,
+                             temperature=1.0)
     with torch.no_grad():
         critic.query_net.block[0].weight.copy_(query_weight)
         critic.key_net.block[0].weight.copy_(key_weight)
@@ -47,11 +48,12 @@ def test_separable_with_identity_nets_is_the_dot_critic():
     torch.testing.assert_close(critic.pair(q, q), (q * q).sum(1))
 
 
-def test_separable_temperature_divides():
+def test_separable_temperature_divides_and_defaults_to_sqrt_embedding_dim():
     critic = linear_separable(torch.eye(2), torch.eye(2))
     critic.temperature = 0.5
     q = torch.tensor([[1.0, 2.0]])
     assert critic(q, q).item() == pytest.approx(10.0)
+    assert SeparableCritic(embedding_dim=256).temperature == 16.0
 
 
 def test_embedding_net_shortcut_starts_near_identity_and_adds():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from conftest import tiny_pipeline
+from support import tiny_pipeline
 from selfsup.config import build
 from selfsup.engine import build_trainer
 from selfsup.interfaces import Batch
@@ -105,3 +105,16 @@ def test_examples_build_and_train_a_few_steps(tmp_path, registry, example):
     trainer = build_trainer(cfg, registry, run_dir=tmp_path / "run")
     result = trainer.fit()
     assert result.steps == 2 and (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_sampler_benchmark_runs_and_writes_its_table(tmp_path, capsys):
+    from selfsup.plugins.moco.bench import bench_samplers
+
+    code = bench_samplers(["--sizes", "32", "--batch-size", "8", "--image-size", "8", "--width", "2", "--dim", "4",
+                           "--bank-size", "50", "--steps", "2", "--warmup", "1", "--csv", str(tmp_path / "t.csv")])
+    assert code == 0
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert lines[0].startswith("sampler,negatives,median_ms,relative")
+    assert [line.split(",")[:2] for line in lines[1:]] == [["in_batch", "7"], ["momentum_queue", "32"],
+                                                           ["memory_bank", "32"]]
+    assert "vs in_batch" in capsys.readouterr().out
