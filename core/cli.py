@@ -41,9 +41,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise SelfsupError("selfsup train needs a PIPELINE file (or --resume RUN_DIR).")
         cfg = load_pipeline(args.pipeline, overrides)
         trainer = build_trainer(cfg, run_dir=Path(args.run_dir) if args.run_dir else None)
-    print(f"run folder: {trainer.run_dir}")
+    if trainer.process.is_main:
+        print(f"run folder: {trainer.run_dir}")
     result = trainer.fit(resume=bool(args.resume))
-    if result.before and result.after:
+    if trainer.process.is_main and result.before and result.after:
         gain = 100 * (result.after["knn_acc"] - result.before["knn_acc"])
         print(f"kNN accuracy {100 * result.before['knn_acc']:.2f}% at random init -> "
               f"{100 * result.after['knn_acc']:.2f}% trained ({gain:+.2f} points)")

@@ -29,6 +29,7 @@ from . import distributed
 from .evaluate import evaluate
 from .loader import InMemoryBatches
 from .monitor import Monitor
+from ..profiling import phase
 from .optim import build_optimizer, build_scheduler
 from .run_log import RunLogger, read_rows
 
@@ -226,9 +227,12 @@ class Trainer:
     def _step(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         # an objective with num_views = 0 (e.g. DIM) reads batch.inputs: no views are made for it
         make_views = self.transform is not None and self.objective.num_views > 0
-        views = self.transform(images, self.objective.num_views, self.augment_generator) if make_views else []
+        with phase("augment"):
+            views = self.transform(images, self.objective.num_views, self.augment_generator) if make_views else []
         batch = Batch(inputs=images, views=views, labels=labels, index=index)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        with phase("forward"), torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             out = self.model(batch)
         loss = out.loss.float()
         nonfinite = distributed.any_rank([not bool(torch.isfinite(loss))], self.device)[0]
@@ -239,16 +243,19 @@ class Trainer:
                 f"training stopped and the last good checkpoint in {self.run_dir} is kept. Try a lower "
                 "optim.lr, trainer.grad_clip=1.0, or trainer.precision=fp32."
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.settings.trainer.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            params = [p for g in self.optimizer.param_groups for p in g["params"]]
-            torch.nn.utils.clip_grad_norm_(params, self.settings.trainer.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.objective.after_step(self.global_step, self.total_steps)
+        with phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+        with phase("optimizer"):
+            if self.settings.trainer.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                params = [p for g in self.optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.settings.trainer.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+        with phase("after_step"):
+            self.objective.after_step(self.global_step, self.total_steps)
         logs = {k: v.detach() if torch.is_tensor(v) else torch.tensor(float(v)) for k, v in out.logs.items()}
         logs["loss"] = loss.detach()
         return logs

@@ -28,7 +28,7 @@ class DotCritic(Critic):
         self.temperature = _check_temperature(temperature)
 
     def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        return query @ keys.T / self.temperature  # [N, D] x [D, M] -> [N, M]
+        return (query / self.temperature) @ keys.T  # scale [N, D] before, not [N, M] after
 
     def pair(self, query: Tensor, key: Tensor) -> Tensor:
         return (query * key).sum(-1) / self.temperature  # [N]

@@ -77,7 +77,9 @@ class DeepInfoMax(Objective):
         copy, so stateful estimators (DV with MINE's moving average) keep separate state.
     local_critic: scores code vs each local position (default ``separable``: 1x1-conv and MLP
         embeddings, dot product); global_critic: code vs flattened local map (default
-        ``concat``: MLP on the concatenation, two 512-unit hidden layers).
+        ``concat``: MLP on the concatenation, two 512-unit hidden layers). A term whose
+        weight is 0 builds no critic (a configured one is ignored), so one pipeline serves
+        every preset.
     prior: the prior matcher (default ``adversarial``: uniform on [0, 1]^d).
     same_image / masked_score: how same-image positions enter the local negatives (see
         :func:`local_scores`).

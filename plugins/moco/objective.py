@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from selfsup.engine import distributed
 from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, Objective, Scores, StepOutput
+from selfsup.profiling import phase
 
 from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
@@ -108,7 +109,8 @@ class MoCo(Objective):
         self._pending_keys: list[tuple[Tensor, Tensor | None]] = []
 
     def _query(self, x: Tensor) -> Tensor:
-        return F.normalize(self.projector(self.encoder(x).global_), dim=1)  # [N, E]
+        with phase("query_encoder"):
+            return F.normalize(self.projector(self.encoder(x).global_), dim=1)  # [N, E]
 
     def _key_net(self, x: Tensor) -> Tensor:
         return self.key_projector(self.key_encoder(x).global_)  # [N, E]
@@ -116,12 +118,14 @@ class MoCo(Objective):
     @torch.no_grad()
     def _key(self, x: Tensor) -> Tensor:
         shuffle = self.shuffle_bn and (distributed.world_size() > 1 or self.split_bn > 1)
-        return F.normalize(encode_keys(self._key_net, x, shuffle), dim=1)  # [N, E]
+        with phase("key_encoder"):
+            return F.normalize(encode_keys(self._key_net, x, shuffle), dim=1)  # [N, E]
 
     def _contrast(self, query: Tensor, key: Tensor, index: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        scores = self.sampler.score(self.critic, query, key, index)
-        estimate = self.estimator(scores)
-        return estimate.loss, contrast_logs(scores, estimate.mi)
+        with phase("critic_estimator"):
+            scores = self.sampler.score(self.critic, query, key, index)
+            estimate = self.estimator(scores)
+            return estimate.loss, contrast_logs(scores, estimate.mi)
 
     def forward(self, batch: Batch) -> StepOutput:
         if len(batch.views) < 2:
@@ -140,12 +144,14 @@ class MoCo(Objective):
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """Enqueue this step's keys (after the loss), then move the key encoder."""
-        for key, index in self._pending_keys:
-            self.sampler.update(key, index)
+        with phase("sampler_update"):
+            for key, index in self._pending_keys:
+                self.sampler.update(key, index)
         self._pending_keys = []
         m = self.current_momentum(step, total_steps)
-        momentum_update(self.key_encoder, self.encoder, m)
-        momentum_update(self.key_projector, self.projector, m)
+        with phase("momentum_update"):
+            momentum_update(self.key_encoder, self.encoder, m)
+            momentum_update(self.key_projector, self.projector, m)
 
     def current_momentum(self, step: int, total_steps: int) -> float:
         if self.momentum_schedule == "cosine":

@@ -42,14 +42,22 @@ def test_diagnostics_join_the_metrics_rows_and_metrics_json(tmp_path, registry):
 def test_collapse_warns_once_naming_value_and_threshold(tmp_path, registry, capsys):
     # the std of normalised embeddings never reaches 1.0: every measurement is "collapsed"
     cfg = monitored(tmp_path, collapse_std=1.0)
-    cfg["trainer"]["eval_after"] = True
-    result = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run").fit()
+    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
+    result = trainer.fit()
     assert result.steps == 6 and not result.interrupted  # warning only: training goes on
     err = capsys.readouterr().err
     assert err.count("collapse detected") == 1
     assert "collapse detected at step 2: embedding_std" in err and "< monitor.collapse_std 1" in err
-    collapse = json.loads((tmp_path / "run" / "metrics.json").read_text())["monitor"]["collapse"]
+    collapse = trainer.monitor.summary(trainer.objective, trainer.global_step)["collapse"]  # what metrics.json gets
     assert collapse["step"] == 2 and collapse["metric"] == "embedding_std" and collapse["threshold"] == 1.0
+
+
+def test_warmup_steps_are_measured_but_not_checked(tmp_path, registry, capsys):
+    trainer = build_trainer(OmegaConf.create(monitored(tmp_path, collapse_std=1.0, warmup_steps=3)), registry,
+                            run_dir=tmp_path / "run")
+    trainer.fit()
+    assert "collapse detected at step 6" in capsys.readouterr().err  # step 2 was inside the warm-up
+    assert [r["step"] for r in rows(tmp_path / "run") if "embedding_std" in r] == [2, 6]
 
 
 def test_stop_on_collapse_stops_cleanly_with_a_checkpoint(tmp_path, registry):

@@ -230,3 +230,19 @@ def test_dim_conv_32_architecture():
     assert encoder.head.out_features == 64
     with pytest.raises(ValueError, match="too small"):
         DIMConvEncoder(image_size=4, variant="32x32")
+
+
+def test_layer_outputs_and_embed_layer(registry):
+    torch.manual_seed(0)
+    encoder = DIMConvEncoder(in_channels=1, image_size=28).eval()
+    x = torch.rand(3, 1, 28, 28)
+    outputs = encoder.layer_outputs(x)
+    features = encoder(x)
+    torch.testing.assert_close(outputs["code"], features.global_)
+    torch.testing.assert_close(outputs["conv"], features.local.flatten(1))  # 28x28: the local map is the last conv
+    assert outputs["fc"].shape == (3, 1024) and (outputs["fc"] >= 0).all()  # after BN-ReLU
+    dim = DeepInfoMax(encoder, embed_layer="fc", in_channels=1, image_size=28).eval()
+    torch.testing.assert_close(dim.embed(x), outputs["fc"])
+    small = registry.create("encoder", "small_conv", in_channels=1, image_size=8, width=4)
+    with pytest.raises(ValueError, match="needs an encoder with layer_outputs"):
+        DeepInfoMax(small, embed_layer="fc", in_channels=1, image_size=8)

@@ -1,5 +1,7 @@
 """DIM critics against hand computations and explicit (concatenate / 1x1-conv) references."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -79,7 +81,7 @@ def test_separable_score_local_equals_one_by_one_convolutions():
     emb = F.conv2d(h, second.weight[:, :, None, None], second.bias)
     emb = emb + F.conv2d(local, critic.key_net.shortcut.weight[:, :, None, None])  # [M, E, H, W]
     q = critic.embed_query(query)  # [N, E]
-    expected = torch.einsum("ne,mehw->nmhw", q, emb).reshape(2, 3, 4)
+    expected = torch.einsum("ne,mehw->nmhw", q, emb).reshape(2, 3, 4) / math.sqrt(5)  # default T = sqrt(E)
     torch.testing.assert_close(critic.score_local(query, local), expected)
     torch.testing.assert_close(score_local_map(critic, query, local), expected)
 
