@@ -33,7 +33,8 @@ class DIMConvEncoder(Encoder):
     ``[N, in_channels, S, S]`` with any number of channels (1 for grey, 3 for RGB).
     Returns the code ``global_ [N, out_dim]`` and the local map ``[N, 128, S', S']``: the
     second conv layer's output, as in cortex_DIM (``local_idx=1``): 8x8 for 32x32 input,
-    7x7 for 28x28.
+    7x7 for 28x28. ``local_layer`` picks another conv layer (0 = the first, 64 channels:
+    a 4x4 map for 8x8 digits instead of 2x2).
     """
 
     def __init__(
@@ -43,6 +44,7 @@ class DIMConvEncoder(Encoder):
         variant: Literal["auto", "28x28", "32x32"] = "auto",
         out_dim: int = 64,
         fc_dim: int = 1024,
+        local_layer: int | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_dim", out_dim), ("fc_dim", fc_dim)):
@@ -53,6 +55,10 @@ class DIMConvEncoder(Encoder):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of auto, {', '.join(VARIANTS)}; got {variant!r}")
         convs, local_index = VARIANTS[variant]
+        if local_layer is not None:
+            if not 0 <= local_layer < len(convs):
+                raise ValueError(f"local_layer must be in 0..{len(convs) - 1} for the {variant} variant, got {local_layer}")
+            local_index = local_layer
         size, c_in, layers = image_size, in_channels, []
         for c_out, kernel, stride, padding in convs:
             size = _conv_out(size, kernel, stride, padding)
@@ -70,7 +76,7 @@ class DIMConvEncoder(Encoder):
         )
         self.head = nn.Linear(fc_dim, out_dim)
         self.out_dim = out_dim
-        self.local_channels = convs[local_index][0]
+        self.local_channels = convs[local_index][0]  # C of the local map
 
     def forward(self, x: Tensor) -> Features:
         outputs = self.layer_outputs(x)

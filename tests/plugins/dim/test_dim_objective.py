@@ -11,9 +11,10 @@ from torch import nn
 from selfsup.interfaces import Batch, Encoder, Features
 from selfsup.plugins.common.critics import DotCritic
 from selfsup.plugins.common.estimators import JSD, NWJ, DonskerVaradhan, InfoNCE
-from selfsup.plugins.dim.critics import SeparableCritic, score_local_map
+from selfsup.plugins.dim.critics import ConcatCritic, SeparableCritic, score_local_map
 from selfsup.plugins.dim.encoders import DIMConvEncoder
 from selfsup.plugins.dim.objective import PRESETS, DeepInfoMax, local_scores
+from selfsup.plugins.dim.prior import AdversarialPrior
 
 
 def sp(x: float) -> float:
@@ -160,7 +161,9 @@ def test_dim_loss_terms_by_hand():
 @pytest.mark.parametrize("estimator", [JSD(), InfoNCE(), DonskerVaradhan(), NWJ(), DonskerVaradhan(ema_decay=0.9)])
 def test_every_estimator_trains_dim(estimator):
     torch.manual_seed(0)
-    dim = DeepInfoMax(preset="L+G", estimator=estimator, local_critic=SeparableCritic(hidden_dim=16, embedding_dim=16),
+    dim = DeepInfoMax(DIMConvEncoder(1, 8, fc_dim=32), preset="L+G", estimator=estimator,
+                      local_critic=SeparableCritic(hidden_dim=16, embedding_dim=16),
+                      global_critic=ConcatCritic(hidden_dim=16), prior=AdversarialPrior(hidden_dims=[16]),
                       in_channels=1, image_size=8)
     out = dim(Batch(inputs=torch.rand(6, 1, 8, 8)))
     out.loss.backward()
@@ -246,3 +249,10 @@ def test_layer_outputs_and_embed_layer(registry):
     small = registry.create("encoder", "small_conv", in_channels=1, image_size=8, width=4)
     with pytest.raises(ValueError, match="needs an encoder with layer_outputs"):
         DeepInfoMax(small, embed_layer="fc", in_channels=1, image_size=8)
+
+
+def test_dim_conv_local_layer_choice():
+    encoder = DIMConvEncoder(in_channels=1, image_size=8, local_layer=0).eval()
+    assert encoder.local_channels == 64 and encoder(torch.rand(2, 1, 8, 8)).local.shape == (2, 64, 4, 4)
+    with pytest.raises(ValueError, match="local_layer must be in 0..1"):
+        DIMConvEncoder(image_size=28, local_layer=2)
