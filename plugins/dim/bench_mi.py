@@ -3,9 +3,15 @@
 x ~ N(0, I_d) and y = rho x + sqrt(1 - rho^2) eps have I(x; y) = -(d / 2) log(1 - rho^2).
 The true MI steps through a staircase (default 2, 4, 6, 8, 10 nats, d = 20); for each
 critic (separable, concat), batch size and estimator a fresh critic is trained with Adam
-(lr 5e-4) on fresh samples every step, scored as an ``[N, N]`` matrix (diagonal =
-positives, off-diagonal = negatives) and read by the registered estimator. The table gives
-the mean and standard deviation of the estimate over the last quarter of each stage.
+(lr 5e-4, cosine-annealed to lr/10 within each stage) on fresh samples every step, scored
+as an ``[N, N]`` matrix (diagonal = positives, off-diagonal = negatives) and read by the
+registered estimator. The table gives the mean and standard deviation of the estimate over
+the last quarter of each stage; the PNG shows the estimates against step with the truth
+and log(batch), the ceiling of InfoNCE. Runs are spread over ``--jobs`` processes.
+
+Critics (MLP 256 hidden): separable = two MLPs (2 hidden layers, 32-d embedding, linear
+shortcuts, temperature 4) and a dot product; concat = one MLP (1 hidden layer by default:
+each further layer costs N * M * 256^2 per step) on ``[x, y]`` for all N x M pairs.
 
 JSD is a training objective, not an MI value: its row reports the NWJ bound of the
 JSD-trained critic shifted by one (``T = f + 1``, optimal when ``f`` is the log density
@@ -27,7 +33,7 @@ from torch import Tensor
 
 from selfsup.interfaces import Critic, MIEstimator, Scores
 
-from ..common.estimators import NWJ, JSD
+from ..common.estimators import JSD, NWJ
 from .critics import ConcatCritic, SeparableCritic
 
 CRITICS = ("separable", "concat")

@@ -236,21 +236,29 @@ class ConcatCritic(LearnedCritic):
 
     def _build(self, query_dim: int, key_dim: int) -> None:
         self.first = nn.Linear(query_dim + key_dim, self.hidden_dim)  # weight [H, Dq + Dk]
-        # in-place ReLUs: their inputs are fresh [N*M, H] tensors no backward needs (saves memory traffic)
         rest: list[nn.Module] = [nn.BatchNorm1d(self.hidden_dim)] if self.batch_norm else []
-        rest.append(nn.ReLU(inplace=True))
+        rest.append(nn.ReLU())
         for _ in range(self.num_hidden_layers - 1):
             rest.append(nn.Linear(self.hidden_dim, self.hidden_dim))
             if self.batch_norm:
                 rest.append(nn.BatchNorm1d(self.hidden_dim))
-            rest.append(nn.ReLU(inplace=True))
+            rest.append(nn.ReLU())
         rest.append(nn.Linear(self.hidden_dim, 1))
         self.rest = nn.Sequential(*rest)
 
     def _head(self, pre_activation: Tensor) -> Tensor:
-        """First-layer outputs ``[..., H]`` -> scores ``[...]``."""
-        lead = pre_activation.shape[:-1]
-        return self.rest(pre_activation.reshape(-1, self.hidden_dim)).reshape(lead)
+        """First-layer outputs ``[..., H]`` -> scores ``[...]``.
+
+        Layers run on the ``[N, M, H]`` tensor as it is (only BatchNorm needs rows): on the
+        CPU this is several times faster than flattening to ``[N*M, H]`` first.
+        """
+        h = pre_activation
+        for layer in self.rest:
+            if isinstance(layer, nn.BatchNorm1d):
+                h = layer(h.reshape(-1, self.hidden_dim)).reshape(h.shape)
+            else:
+                h = layer(h)
+        return h.squeeze(-1)
 
     def _split_first(self, query: Tensor, keys: Tensor) -> tuple[Tensor, Tensor]:
         self._check_ready()
