@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import types
+from dataclasses import dataclass
+
+from selfsup.hookspecs import hookimpl
+
 
 def tiny_pipeline(tmp_path, **overrides) -> dict:
     """A MoCo pipeline on digits that trains a few steps in about a second."""
@@ -26,3 +31,31 @@ def tiny_pipeline(tmp_path, **overrides) -> dict:
             node = node.setdefault(p, {})
         node[last] = value
     return cfg
+
+
+# --------------------------------------------------------------------------- fake plugins
+@dataclass
+class FakeDist:
+    """The distribution an entry point belongs to (only its name is read)."""
+
+    name: str
+
+
+class FakeEntryPoint:
+    """What importlib.metadata yields, for a plugin of a made-up distribution."""
+
+    def __init__(self, name, plugin=None, error=None, dist="selfsup-fake"):
+        self.name, self.value, self.dist = name, f"fake_{name}", FakeDist(dist)
+        self._plugin, self._error = plugin, error
+
+    def load(self):
+        if self._error:
+            raise self._error
+        return self._plugin
+
+
+def plugin_module(name, register):
+    """A module named ``name`` whose ``selfsup_register`` hook is ``register``."""
+    module = types.ModuleType(name)
+    module.selfsup_register = hookimpl(register)
+    return module

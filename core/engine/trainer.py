@@ -23,7 +23,7 @@ from ..config import (DataConfig, EvalConfig, MonitorConfig, OptimConfig, Schedu
                       to_container)
 from ..data import DataSplits, ViewTransform
 from ..errors import ConfigError, SelfsupError, TrainingDiverged
-from ..interfaces import Batch, Objective
+from ..interfaces import Batch, Encoder, Objective
 from . import checkpoint as ckpt
 from . import distributed
 from .evaluate import evaluate
@@ -75,6 +75,25 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def compile_encoders(objective: torch.nn.Module) -> list[str]:
+    """``torch.compile`` each :class:`Encoder` sub-module of ``objective`` in place; their names.
+
+    ``nn.Module.compile`` keeps the module (and its state-dict keys) as it is, so checkpoints
+    and the encoder export are the same with or without compilation. Nested encoders inside
+    a compiled one are left to it.
+    """
+    compiled: list[str] = []
+    for name, module in objective.named_modules():
+        if isinstance(module, Encoder) and not any(name.startswith(done + ".") for done in compiled):
+            module.compile()
+            compiled.append(name)
+    return compiled
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
 class Trainer:
     """Trains ``objective`` on ``data.train`` and evaluates on ``data.test``.
 
@@ -109,6 +128,11 @@ class Trainer:
         self.run_dir = Path(distributed.broadcast_object(str(self.run_dir)))  # rank 0's name (it may hold a time)
         self._stop = threading.Event()
         self.objective.to(self.device)
+        self.memory_format = torch.channels_last if settings.trainer.channels_last else torch.contiguous_format
+        if settings.trainer.channels_last:
+            self.objective.to(memory_format=torch.channels_last)
+        if settings.trainer.compile:
+            compile_encoders(self.objective)
         self.loader = InMemoryBatches(
             data.train, settings.data.batch_size, self.device, settings.seed, settings.data.drop_last,
             rank=self.process.rank, world_size=self.process.world_size,
@@ -229,6 +253,8 @@ class Trainer:
         make_views = self.transform is not None and self.objective.num_views > 0
         with phase("augment"):
             views = self.transform(images, self.objective.num_views, self.augment_generator) if make_views else []
+            if self.memory_format is torch.channels_last:
+                images, views = _channels_last(images), [_channels_last(v) for v in views]
         batch = Batch(inputs=images, views=views, labels=labels, index=index)
         with phase("forward"), torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None

@@ -4,53 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from selfsup.engine import distributed
-from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, Objective, Scores, StepOutput
-from selfsup.profiling import phase
+from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
 
 from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
 from ..common.heads import mlp_head
-from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
+from ..common.momentum import cosine_momentum, frozen_copy
 from ..common.samplers import MomentumQueue
 from ..common.split_batchnorm import convert_split_batchnorm
+from .base import MomentumContrast, check_momentum, check_split_bn
 
 
-def check_split_bn(split_bn: int) -> int:
-    if split_bn < 1:
-        raise ValueError(f"split_bn must be >= 1 (number of batch-norm chunks), got {split_bn}")
-    return int(split_bn)
-
-
-def contrast_logs(scores: Scores, mi: Tensor) -> dict[str, Tensor]:
-    """MI estimate and instance accuracy (positive beats the hardest negative) for the logs."""
-    logs = {"mi": mi}
-    if scores.negative is not None:
-        with torch.no_grad():
-            hardest_negative = scores.negative.max(dim=1).values
-            logs["instance_acc"] = (scores.positive[:, 0] > hardest_negative).float().mean()
-    return logs
-
-
-@torch.no_grad()
-def encode_keys(key_net: nn.Module, x: Tensor, shuffle: bool) -> Tensor:
-    """Key network on ``x [N, ...]``; with ``shuffle``, MoCo's shuffle-BN around it.
-
-    The global batch (every process's shard) is permuted with a permutation from rank 0,
-    this process encodes its share of the permuted batch, and the keys are put back in
-    order, so no batch-norm statistic is computed over a process's own positives.
-    """
-    if not shuffle:
-        return key_net(x)
-    shuffled, unshuffle = distributed.shuffle_batch(x)
-    return distributed.unshuffle_batch(key_net(shuffled), unshuffle)
-
-
-class MoCo(Objective):
+class MoCo(MomentumContrast):
     """MoCo: a query encoder trained against a momentum key encoder and a queue of keys.
 
     Defaults follow MoCo v2 on small data: MLP projection head to 128-d, dot critic on
@@ -86,8 +53,7 @@ class MoCo(Objective):
         num_train: int = 0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.base_momentum = check_momentum(momentum)
         self.split_bn = check_split_bn(split_bn)
         self.encoder = convert_split_batchnorm(encoder, self.split_bn)
         if projector == "none":
@@ -102,30 +68,9 @@ class MoCo(Objective):
         self.estimator = estimator if estimator is not None else InfoNCE()
         self.sampler = sampler if sampler is not None else MomentumQueue(4096)
         self.sampler.setup(embedding_dim, num_train)
-        self.base_momentum = momentum
         self.momentum_schedule = momentum_schedule
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
-        self._pending_keys: list[tuple[Tensor, Tensor | None]] = []
-
-    def _query(self, x: Tensor) -> Tensor:
-        with phase("query_encoder"):
-            return F.normalize(self.projector(self.encoder(x).global_), dim=1)  # [N, E]
-
-    def _key_net(self, x: Tensor) -> Tensor:
-        return self.key_projector(self.key_encoder(x).global_)  # [N, E]
-
-    @torch.no_grad()
-    def _key(self, x: Tensor) -> Tensor:
-        shuffle = self.shuffle_bn and (distributed.world_size() > 1 or self.split_bn > 1)
-        with phase("key_encoder"):
-            return F.normalize(encode_keys(self._key_net, x, shuffle), dim=1)  # [N, E]
-
-    def _contrast(self, query: Tensor, key: Tensor, index: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
-        with phase("critic_estimator"):
-            scores = self.sampler.score(self.critic, query, key, index)
-            estimate = self.estimator(scores)
-            return estimate.loss, contrast_logs(scores, estimate.mi)
 
     def forward(self, batch: Batch) -> StepOutput:
         if len(batch.views) < 2:
@@ -141,29 +86,10 @@ class MoCo(Objective):
             self._pending_keys.append((key1, batch.index))
         return StepOutput(loss=loss, logs=logs)
 
-    @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        """Enqueue this step's keys (after the loss), then move the key encoder."""
-        with phase("sampler_update"):
-            for key, index in self._pending_keys:
-                self.sampler.update(key, index)
-        self._pending_keys = []
-        m = self.current_momentum(step, total_steps)
-        with phase("momentum_update"):
-            momentum_update(self.key_encoder, self.encoder, m)
-            momentum_update(self.key_projector, self.projector, m)
-
     def current_momentum(self, step: int, total_steps: int) -> float:
         if self.momentum_schedule == "cosine":
             return cosine_momentum(self.base_momentum, step, total_steps)
         return self.base_momentum
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.encoder(x).global_
-
-    def parameter_groups(self) -> list[dict]:
-        trainable = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("key_")]
-        return [{"params": trainable}]
 
 
 def moco_v2(

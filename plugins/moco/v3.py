@@ -5,18 +5,17 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, Objective, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
 
 from ..common.critics import CosineCritic, DotCritic
 from ..common.estimators import InfoNCE
 from ..common.heads import mlp_head
-from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
+from ..common.momentum import cosine_momentum, frozen_copy
 from ..common.samplers import InBatchNegatives
 from ..common.split_batchnorm import convert_split_batchnorm
-from .objective import check_split_bn, contrast_logs
+from .base import MomentumContrast, check_momentum, check_split_bn
 
 
 def critic_temperature(critic: Critic) -> float | None:
@@ -29,7 +28,7 @@ def critic_temperature(critic: Critic) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-class MoCoV3(Objective):
+class MoCoV3(MomentumContrast):
     """MoCo v3: predicted queries of each view against momentum keys of the other, in-batch negatives.
 
     loss = s * (ctr(q1, k2) + ctr(q2, k1)), q = predictor(projector(encoder(view))),
@@ -66,8 +65,7 @@ class MoCoV3(Objective):
         num_train: int = 0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.base_momentum = check_momentum(momentum)
         if embedding_dim <= 0 or hidden_dim <= 0:
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim}, {hidden_dim}")
         self.split_bn = check_split_bn(split_bn)
@@ -92,20 +90,9 @@ class MoCoV3(Objective):
         if not (loss_scale > 0 and math.isfinite(loss_scale)):
             raise ValueError(f"loss_scale must be a positive number, got {loss_scale}")
         self.loss_scale = float(loss_scale)
-        self.base_momentum = momentum
-        self._pending_keys: list[tuple[Tensor, Tensor | None]] = []
 
-    def _query(self, x: Tensor) -> Tensor:
-        return F.normalize(self.predictor(self.projector(self.encoder(x).global_)), dim=1)  # [N, E]
-
-    @torch.no_grad()
-    def _key(self, x: Tensor) -> Tensor:
-        return F.normalize(self.key_projector(self.key_encoder(x).global_), dim=1)  # [N, E]
-
-    def _contrast(self, query: Tensor, key: Tensor, index: Tensor | None):
-        scores = self.sampler.score(self.critic, query, key, index)
-        estimate = self.estimator(scores)
-        return estimate.loss, contrast_logs(scores, estimate.mi)
+    def _project_query(self, projected: Tensor) -> Tensor:
+        return self.predictor(projected)
 
     def forward(self, batch: Batch) -> StepOutput:
         if len(batch.views) < 2:
@@ -118,23 +105,9 @@ class MoCoV3(Objective):
         self._pending_keys = [(key2, batch.index), (key1, batch.index)]
         return StepOutput(loss=self.loss_scale * (loss12 + loss21), logs=logs)
 
-    @torch.no_grad()
-    def after_step(self, step: int, total_steps: int) -> None:
-        """Update a stateful sampler with both keys, then move the momentum networks."""
-        for key, index in self._pending_keys:
-            self.sampler.update(key, index)
-        self._pending_keys = []
-        m = self.current_momentum(step + 1, total_steps)
-        momentum_update(self.key_encoder, self.encoder, m)
-        momentum_update(self.key_projector, self.projector, m)
-
     def current_momentum(self, step: int, total_steps: int) -> float:
-        """Cosine schedule from ``momentum`` at step 0 to 1 at the last step."""
-        return cosine_momentum(self.base_momentum, step, total_steps)
+        """The momentum applied after optimiser step ``step`` (0-based) of ``total_steps``.
 
-    def embed(self, x: Tensor) -> Tensor:
-        return self.encoder(x).global_
-
-    def parameter_groups(self) -> list[dict]:
-        trainable = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("key_")]
-        return [{"params": trainable}]
+        Cosine from ``momentum`` before the first step to 1 after the last one.
+        """
+        return cosine_momentum(self.base_momentum, step + 1, total_steps)

@@ -22,9 +22,11 @@ from selfsup.engine.evaluate import evaluate
 from selfsup.evaluation.plots import save_curves
 
 
-def _time_steps(trainer: Trainer, steps: int) -> float:
+def _time_steps(trainer: Trainer, steps: int, warmup: int = 2) -> float:
+    """Mean seconds per training step over ``steps`` steps after ``warmup``."""
     batches = trainer.loader.epoch(0)
-    trainer._step(*next(batches))  # warm-up
+    for _ in range(warmup):  # first steps pay for allocations and kernel selection
+        trainer._step(*next(batches))
     start = time.perf_counter()
     for _ in range(steps):
         trainer._step(*next(batches))
@@ -34,7 +36,7 @@ def _time_steps(trainer: Trainer, steps: int) -> float:
 def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Path) -> list[dict]:
     base = [*overrides, "trainer.progress=false", "trainer.eval_before=false", "eval.linear_probe=false"]
     probe = build_trainer(load_pipeline(pipeline, base), run_dir=out / "run")
-    step_s = _time_steps(probe, 3)
+    step_s = _time_steps(probe, max(1, min(10, probe.steps_per_epoch - 2)))
     total_steps = max(int(minutes * 60 / step_s), 1)
     epochs = -(-total_steps // probe.steps_per_epoch)
     cfg = load_pipeline(pipeline, [*base, f"trainer.max_steps={total_steps}", f"trainer.epochs={epochs}"])

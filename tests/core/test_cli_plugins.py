@@ -5,42 +5,17 @@ from __future__ import annotations
 import importlib.util
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from plugin_install import activate, pip_install_target
+from support import FakeEntryPoint, plugin_module
 
 import selfsup.plugin_manager as pm
 from selfsup.cli import main
-from selfsup.hookspecs import hookimpl
 
 
-# --------------------------------------------------------------------------- fake entry points
-@dataclass
-class FakeDist:
-    name: str
-
-
-class FakeEntryPoint:
-    """What importlib.metadata yields, for a plugin of the made-up distribution selfsup-fake."""
-
-    def __init__(self, name, plugin=None, error=None):
-        self.name, self.value, self.dist = name, f"fake_{name}", FakeDist("selfsup-fake")
-        self._plugin, self._error = plugin, error
-
-    def load(self):
-        if self._error:
-            raise self._error
-        return self._plugin
-
-
-def plugin_module(name, register):
-    module = types.ModuleType(name)
-    module.selfsup_register = hookimpl(register)
-    return module
-
-
+# --------------------------------------------------------------------------- fake plugins
 def register_good(registry):
     from selfsup.plugins.common.critics import DotCritic
 

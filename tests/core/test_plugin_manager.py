@@ -1,14 +1,12 @@
 """Plugins load through the entry-point group; broken ones are reported, not fatal."""
 
-import types
-from dataclasses import dataclass
 from importlib import metadata
 
 import pytest
+from support import FakeEntryPoint, plugin_module
 
 import selfsup.plugin_manager as pm
 from selfsup.errors import PluginError
-from selfsup.hookspecs import hookimpl
 
 
 def test_builtins_come_through_the_entry_point_group():
@@ -18,28 +16,6 @@ def test_builtins_come_through_the_entry_point_group():
     entry = loaded.registry.get("objective", "moco")
     assert entry.provider.package == "selfsup" and entry.provider.version == metadata.version("selfsup")
     assert loaded.failures == []
-
-
-@dataclass
-class FakeDist:
-    name: str
-
-
-class FakeEntryPoint:
-    def __init__(self, name, plugin=None, error=None, dist="selfsup-fake"):
-        self.name, self.value, self.dist = name, f"fake_{name}", FakeDist(dist)
-        self._plugin, self._error = plugin, error
-
-    def load(self):
-        if self._error:
-            raise self._error
-        return self._plugin
-
-
-def plugin_module(name, register):
-    module = types.ModuleType(name)
-    module.selfsup_register = hookimpl(register)
-    return module
 
 
 def good_register(registry):

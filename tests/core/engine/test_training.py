@@ -104,3 +104,30 @@ def test_python_composition_example_runs(tmp_path, monkeypatch):
     out = namespace["main"](["--epochs", "1", "--run-dir", str(tmp_path / "compose")])
     assert 0.0 < out["after"]["knn_acc"] <= 1.0
     assert (tmp_path / "compose" / "encoder.safetensors").exists()
+
+
+def _trained_state(tmp_path, registry, name: str, **overrides) -> tuple[dict, object]:
+    cfg = tiny_pipeline(tmp_path, trainer__max_steps=4, **overrides)
+    trainer, _ = train(cfg, tmp_path / name, registry)
+    return trainer.objective.state_dict(), trainer
+
+
+def test_channels_last_trains_the_same_weights(tmp_path, registry):
+    reference, _ = _trained_state(tmp_path, registry, "contiguous")
+    state, trainer = _trained_state(tmp_path, registry, "channels_last", trainer__channels_last=True)
+    conv_weight = trainer.objective.encoder.blocks[1][0].weight  # [2w, w, 3, 3]
+    assert conv_weight.is_contiguous(memory_format=torch.channels_last) and not conv_weight.is_contiguous()
+    assert state.keys() == reference.keys()
+    for key in reference:  # same arithmetic up to the order of float sums in the convolutions
+        torch.testing.assert_close(state[key], reference[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+@pytest.mark.slow
+def test_compiled_encoders_train_the_same_weights(tmp_path, registry):
+    reference, _ = _trained_state(tmp_path, registry, "eager")
+    state, trainer = _trained_state(tmp_path, registry, "compiled", trainer__compile=True)
+    assert trainer.objective.encoder._compiled_call_impl is not None  # nn.Module.compile() took effect
+    assert trainer.objective.key_encoder._compiled_call_impl is not None
+    assert state.keys() == reference.keys()  # checkpoints do not change with compilation
+    for key in reference:
+        torch.testing.assert_close(state[key], reference[key], rtol=1e-3, atol=1e-4, msg=key)

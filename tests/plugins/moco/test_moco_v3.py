@@ -81,7 +81,7 @@ def test_momentum_follows_the_cosine_schedule_to_one():
     assert m == pytest.approx(0.95)
     for target, old, online in zip(model.key_encoder.parameters(), before, model.encoder.parameters()):
         torch.testing.assert_close(target, m * old + (1 - m) * online)
-    assert model.current_momentum(10, 10) == pytest.approx(1.0)
+    assert model.current_momentum(9, 10) == pytest.approx(1.0)  # after the last of 10 steps
 
 
 def test_loss_scale_defaults_to_twice_the_critic_temperature():

@@ -1,0 +1,77 @@
+"""`selfsup bench step` and `selfsup bench quality` on a tiny digits pipeline."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from support import tiny_pipeline
+
+from selfsup.config import load_pipeline
+from selfsup.engine import build_trainer
+from selfsup.plugins.perf import quality, step
+
+
+@pytest.fixture
+def pipeline_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    OmegaConf.save(OmegaConf.create(tiny_pipeline(tmp_path / "runs")), path)
+    return str(path)
+
+
+def test_bench_step_reports_every_phase_of_a_moco_step(pipeline_file, capsys):
+    result = step.run(pipeline_file, ["data.batch_size=32"], steps=3, warmup=1)
+    phases = set(result["breakdown"])
+    assert {"data", "augment", "forward", "backward", "optimizer", "after_step"} <= phases
+    assert {"forward/query_encoder", "forward/key_encoder", "forward/critic_estimator",
+            "after_step/sampler_update", "after_step/momentum_update"} <= phases
+    # nested phases are part of their parent's time
+    assert result["breakdown"]["forward/query_encoder"] <= result["breakdown"]["forward"]
+    assert 0 < result["augment_share"] < 1
+    assert result["ratio"] == pytest.approx(result["step_s"] / result["floor_s"])
+    assert result["images_per_s"] == pytest.approx(32 / result["step_s"])
+    out = capsys.readouterr().out
+    assert "step/floor" in out and "peak memory" in out and "query_encoder" in out
+
+
+def test_floor_step_trains_the_query_side_only(pipeline_file, tmp_path):
+    trainer = build_trainer(load_pipeline(pipeline_file, ["trainer.progress=false"]), run_dir=tmp_path / "floor")
+    objective = trainer.objective
+    images = next(trainer.loader.epoch(0))[0]
+    query_before = [p.detach().clone() for p in objective.encoder.parameters()]
+    key_before = [p.detach().clone() for p in objective.key_encoder.parameters()]
+    step.floor_step_fn(trainer, images)()
+    assert any(not torch.equal(a, p) for a, p in zip(query_before, objective.encoder.parameters()))
+    assert all(torch.equal(a, p) for a, p in zip(key_before, objective.key_encoder.parameters()))
+
+
+def test_bench_quality_writes_a_curve_within_the_budget(pipeline_file, tmp_path):
+    out = tmp_path / "quality"
+    rows = quality.run(pipeline_file, [], minutes=0.02, evals=2, out=out)
+    assert rows[0]["minutes"] == 0.0 and rows[0]["step"] == 0
+    assert [r["step"] for r in rows] == sorted({r["step"] for r in rows})  # strictly increasing
+    assert rows[-1]["minutes"] < 0.02 + 0.05  # stops within one step of the budget
+    assert all(0.0 <= r["knn_acc"] <= 1.0 for r in rows)
+    with open(out / "quality.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in written] == [r["step"] for r in rows]
+    assert (out / "quality.png").stat().st_size > 0
+
+
+def test_moco_fashion_preset_trains_on_28px_grey_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "fashion_like.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (300, 28, 28), dtype=np.uint8), y_train=rng.integers(0, 10, 300),
+             x_test=rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), y_test=rng.integers(0, 10, 50))
+    preset = Path(__file__).resolve().parents[3] / "examples" / "moco_fashion.yaml"
+    cfg = load_pipeline(preset, [f"data.dataset.path={npz}", "data.batch_size=64", "trainer.max_steps=2",
+                                 "trainer.progress=false", "trainer.eval_before=false", "trainer.eval_after=false"])
+    assert cfg.objective.name == "moco_v2" and cfg.trainer.channels_last
+    trainer = build_trainer(cfg, run_dir=tmp_path / "run")
+    result = trainer.fit()
+    assert result.steps == 2
+    assert int(trainer.objective.sampler.pointer) == 2 * 64  # two batches of keys enqueued
