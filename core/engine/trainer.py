@@ -90,8 +90,9 @@ def compile_encoders(objective: torch.nn.Module) -> list[str]:
     return compiled
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+def _channels_last(x: Any) -> Any:
+    """Image batches ``[N, C, H, W]`` in channels-last order; anything else (multimodal mappings) as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
 
 
 class Trainer:

@@ -76,3 +76,10 @@ def test_benchmark_command_runs_and_writes_its_files(tmp_path, capsys) -> None:
     assert (tmp_path / "out" / "accuracy_vs_time.png").stat().st_size > 1000
     rows = (tmp_path / "out" / "angular_bench.csv").read_text().splitlines()
     assert rows[0] == "method,epoch,train_seconds,proto_acc,knn_acc" and len(rows) == 3
+
+
+def test_channels_last_leaves_multimodal_batches_alone(registry, tmp_path) -> None:
+    cfg = _tiny(tmp_path)
+    cfg["trainer"].update(channels_last=True, eval_after=False)
+    result = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "cl").fit()
+    assert result.steps == 3  # mappings of [B, T, F] tokens pass through untouched
