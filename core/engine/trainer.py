@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import signal
 import threading
 import time
@@ -90,6 +92,15 @@ def compile_encoders(objective: torch.nn.Module) -> list[str]:
     return compiled
 
 
+def _check_compiler(device: torch.device) -> None:
+    """``torch.compile`` on the CPU generates C++: fail before training, not inside inductor."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        raise ConfigError(
+            "trainer.compile: torch.compile on the CPU needs a C++ compiler (g++, c++ or clang++ on PATH, "
+            "or CXX set), and none was found. Install one or set trainer.compile=false."
+        )
+
+
 def _channels_last(x: Any) -> Any:
     """Image batches ``[N, C, H, W]`` in channels-last order; anything else (multimodal mappings) as it is."""
     return x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
@@ -133,6 +144,7 @@ class Trainer:
         if settings.trainer.channels_last:
             self.objective.to(memory_format=torch.channels_last)
         if settings.trainer.compile:
+            _check_compiler(self.device)
             compile_encoders(self.objective)
         self.loader = InMemoryBatches(
             data.train, settings.data.batch_size, self.device, settings.seed, settings.data.drop_last,

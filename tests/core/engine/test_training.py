@@ -131,3 +131,15 @@ def test_compiled_encoders_train_the_same_weights(tmp_path, registry):
     assert state.keys() == reference.keys()  # checkpoints do not change with compilation
     for key in reference:
         torch.testing.assert_close(state[key], reference[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_compile_without_a_cpu_compiler_is_a_config_error(tmp_path, registry, monkeypatch):
+    import shutil
+
+    from selfsup.errors import ConfigError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CXX", raising=False)
+    cfg = tiny_pipeline(tmp_path, trainer__compile=True, trainer__device="cpu")
+    with pytest.raises(ConfigError, match="trainer.compile: torch.compile on the CPU needs a C\\+\\+ compiler"):
+        build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
