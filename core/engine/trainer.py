@@ -260,6 +260,21 @@ class Trainer:
             progress["epoch"], progress["batch_in_epoch"], progress["global_step"]
         )
 
+    def set_total_steps(self, total_steps: int) -> None:
+        """Change the run's length mid-training to ``total_steps``.
+
+        The learning-rate schedule is rebuilt for the new length and resumed at the current
+        step, and momentum schedules read the new total from the next step on (``bench
+        quality`` uses this once it has measured how many steps fit in its time budget).
+        """
+        if total_steps < max(self.global_step, 1):
+            raise ValueError(f"total_steps must be at least the steps already taken ({self.global_step}), "
+                             f"got {total_steps}")
+        self.total_steps = int(total_steps)
+        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, self.steps_per_epoch)
+        self.scheduler.last_epoch = self.global_step - 1  # built at step 0; step once to the current step
+        self.scheduler.step()
+
     # ------------------------------------------------------------------ loop
     def _step(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         # an objective with num_views = 0 (e.g. DIM) reads batch.inputs: no views are made for it

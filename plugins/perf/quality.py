@@ -4,6 +4,11 @@ Trains for a fixed budget of training time (evaluation pauses the clock), with t
 rate schedule stretched over the steps that fit in the budget, and evaluates the cosine kNN
 monitor (k=200, T=0.1) on the test split at regular intervals. Writes the curve as CSV and
 PNG, so methods and settings are compared per minute of compute.
+
+The number of steps that fit is first estimated from 10 timed steps, then re-estimated from
+the measured pace at 10% and 50% of the budget (``Trainer.set_total_steps``): the first
+steps run slower than the steady state, and a schedule sized from them alone ends the run
+a quarter early.
 """
 
 from __future__ import annotations
@@ -33,6 +38,17 @@ def _time_steps(trainer: Trainer, steps: int, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def retarget(trainer: Trainer, elapsed_s: float, budget_s: float) -> int:
+    """Re-size the run to the steps that fit in ``budget_s`` at the pace so far; returns the new total."""
+    pace = trainer.global_step / elapsed_s
+    total_steps = max(trainer.global_step + int((budget_s - elapsed_s) * pace), trainer.global_step, 1)
+    if total_steps != trainer.total_steps:
+        print(f"  measured {1000 / pace:.0f} ms/step at {elapsed_s / 60:.2f} min -> {total_steps} steps in all",
+              flush=True)
+        trainer.set_total_steps(total_steps)
+    return total_steps
+
+
 def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Path) -> list[dict]:
     base = [*overrides, "trainer.progress=false", "trainer.eval_before=false", "eval.linear_probe=false"]
     probe = build_trainer(load_pipeline(pipeline, base), run_dir=out / "run")
@@ -53,6 +69,7 @@ def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Pa
 
     record(0.0)
     checkpoints = [minutes * 60 * (i + 1) / evals for i in range(evals)]
+    retargets = [0.1 * minutes * 60, 0.5 * minutes * 60]
     elapsed = 0.0
     trainer.objective.train()
     while trainer.global_step < total_steps and elapsed < minutes * 60:
@@ -61,6 +78,9 @@ def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Pa
             trainer._step(images, labels, index)
             trainer.global_step += 1
             elapsed += time.perf_counter() - start
+            if retargets and elapsed >= retargets[0]:
+                retargets.pop(0)
+                total_steps = retarget(trainer, elapsed, minutes * 60)
             if checkpoints and elapsed >= checkpoints[0]:
                 checkpoints.pop(0)
                 record(elapsed)

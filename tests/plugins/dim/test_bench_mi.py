@@ -96,3 +96,22 @@ def test_main_rejects_bad_arguments():
         main(["--steps-per-stage", "1"])
     with pytest.raises(SystemExit):
         main(["--critics", "bilinear"])
+
+
+def test_each_critic_trains_at_its_own_learning_rate(monkeypatch):
+    from selfsup.plugins.dim import bench_mi
+
+    seen = {}
+
+    def fake_train(estimator, critic, stages, steps, batch, dim, lr, seed, anneal):
+        seen[type(critic).__name__] = lr
+        return np.zeros(len(stages) * steps)
+
+    monkeypatch.setattr(bench_mi, "train_estimator", fake_train)
+    args = parse_args(["--lr", "3e-4", "--concat-lr", "1e-3", "--hidden-dim", "8", "--embedding-dim", "4"])
+    bench_mi.run_one(args, "separable", 8, "nwj")
+    bench_mi.run_one(args, "concat", 8, "nwj")
+    assert seen == {type(make_critic(kind, 20, hidden_dim=8)).__name__: lr
+                    for kind, lr in (("separable", 3e-4), ("concat", 1e-3))}
+    with pytest.raises(SystemExit):
+        parse_args(["--concat-lr", "0"])
