@@ -13,6 +13,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,9 @@ class Trainer:
         self.total_steps = int(total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, self.steps_per_epoch)
         self.scheduler.last_epoch = self.global_step - 1  # built at step 0; step once to the current step
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a new scheduler has not seen the optimiser's past steps
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.scheduler.step()
 
     # ------------------------------------------------------------------ loop
     def _step(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:

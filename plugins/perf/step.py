@@ -4,8 +4,10 @@ The *floor* is a hand-written loop doing only the work an objective cannot avoid
 fixed batch: the query encoder (and projector) forward and backward on the views it
 trains, the momentum encoder's forward where it has one, and the optimiser step. The ratio
 step/floor is what the framework costs beyond the network itself (augmentation, critic,
-estimator, sampler and momentum updates, logging). Steps and floor steps are timed
-alternately and compared by their medians, so a drifting machine load affects both alike.
+estimator, sampler and momentum updates, logging). Steps and floor steps are timed in
+back-to-back pairs (alternating which goes first) and step/floor is the median of the
+pairs' ratios, with its quartiles: on a shared machine the load drifts by more than the
+framework's cost, and a pair sees nearly the same load.
 """
 
 from __future__ import annotations
@@ -97,26 +99,31 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     step_times, floor_times = [], []
-    for _ in range(steps):  # alternate, so drifting machine load affects both alike
+    for i in range(steps):  # back-to-back pairs in alternating order: a drifting load hits both alike
+        if i % 2:
+            floor_times += _seconds_per_call(floor, 1, device)
         step_times += _seconds_per_call(train_step, 1, device)
-        floor_times += _seconds_per_call(floor, 1, device)
+        if not i % 2:
+            floor_times += _seconds_per_call(floor, 1, device)
+    pair_ratios = sorted(s / f for s, f in zip(step_times, floor_times))
     profiled_steps = max(steps // 2, 3)
     with StepProfiler(device) as profiler:
         _seconds_per_call(train_step, profiled_steps, device)
 
-    step_s, floor_s = statistics.median(step_times), statistics.median(floor_times)
+    step_s, floor_s, ratio = statistics.median(step_times), statistics.median(floor_times), statistics.median(pair_ratios)
+    ratio_q1, ratio_q3 = pair_ratios[len(pair_ratios) // 4], pair_ratios[(3 * len(pair_ratios)) // 4]
     breakdown = {name: seconds / profiled_steps for name, seconds in profiler.seconds.items()}
     augment_share = breakdown.get("augment", 0.0) / step_s
     print(f"pipeline {pipeline}  device {device}  batch {batch_size}  steps {steps} (+{warmup} warm-up)")
     print(f"step   {1000 * step_s:8.1f} ms   {batch_size / step_s:9.0f} images/s")
     print(f"floor  {1000 * floor_s:8.1f} ms   {batch_size / floor_s:9.0f} images/s")
-    print(f"step/floor {step_s / floor_s:.3f}   augmentation {100 * augment_share:.1f}% of the step   "
+    print(f"step/floor {ratio:.3f} (quartiles {ratio_q1:.3f}-{ratio_q3:.3f} over {steps} pairs)   augmentation {100 * augment_share:.1f}% of the step   "
           f"peak memory {_peak_memory_mib(device):.0f} MiB ({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
     print("\nbreakdown of one step (ms, share of the step):")
     for name, seconds in sorted(breakdown.items()):
         indent = "  " * name.count("/")
         print(f"  {indent}{name.split('/')[-1]:<22} {1000 * seconds:8.2f}  {100 * seconds / step_s:5.1f}%")
-    return {"step_s": step_s, "floor_s": floor_s, "ratio": step_s / floor_s, "images_per_s": batch_size / step_s,
+    return {"step_s": step_s, "floor_s": floor_s, "ratio": ratio, "ratio_quartiles": (ratio_q1, ratio_q3), "images_per_s": batch_size / step_s,
             "augment_share": augment_share, "breakdown": breakdown}
 
 
@@ -133,7 +140,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="selfsup bench step", description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps (median reported)")
+    parser.add_argument("--steps", type=int, default=40, help="timed pairs of a step and a floor step")
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
     run(args.pipeline, args.overrides, args.steps, args.warmup)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfsup.interfaces import Scores
-from selfsup.plugins.common.estimators import JSD, NWJ, DonskerVaradhan, InfoNCE
+from selfsup.plugins.common.estimators import JSD, NWJ, DonskerVaradhan, InfoNCE, row_logsumexp
 
 
 def test_infonce_hand_computation():
@@ -107,3 +107,20 @@ def test_scores_from_matrix_splits_rows():
     assert s.negative.tolist() == [[1.0, 2.0], [3.0, 5.0], [6.0, 7.0]]
     with pytest.raises(ValueError, match="same number of positives"):
         Scores.from_matrix(m, torch.tensor([[1, 1, 0], [0, 1, 0], [0, 0, 1]], dtype=torch.bool))
+
+
+def test_row_logsumexp_matches_torch_in_value_and_gradient():
+    torch.manual_seed(0)
+    x = (30 * torch.randn(5, 7)).requires_grad_()  # spread wide enough to overflow a naive exp
+    x_ref = x.detach().clone().requires_grad_()
+    weights = torch.randn(5, 1)
+    value, expected = row_logsumexp(x), torch.logsumexp(x_ref, dim=1, keepdim=True)
+    assert value.shape == (5, 1)
+    torch.testing.assert_close(value, expected)
+    (value * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    # log(e^0 + e^log 3) = log 4 by hand; a row of -inf (every candidate masked) stays -inf
+    rows = torch.tensor([[0.0, math.log(3.0)], [float("-inf"), float("-inf")]])
+    assert row_logsumexp(rows)[0, 0].item() == pytest.approx(math.log(4.0))
+    assert row_logsumexp(rows)[1, 0].item() == float("-inf")

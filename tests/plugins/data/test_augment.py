@@ -12,6 +12,7 @@ from selfsup.plugins.data.augment import (
     IdentityViews,
     TwoViewAugment,
     affine_grid,
+    axis_aligned_grid,
     crop_matrices,
     gaussian_blur,
     gaussian_kernels,
@@ -109,6 +110,15 @@ def test_crop_boxes_fit_inside_the_image() -> None:
     ramp = torch.linspace(0, 1, 3 * 25).view(3, 1, 5, 5)
     grid = F.affine_grid(theta, [3, 1, 5, 5], align_corners=False)
     assert torch.allclose(warp(ramp, theta), F.grid_sample(ramp, grid, align_corners=False), atol=1e-6)
+
+
+def test_axis_aligned_grid_is_torchs_grid_of_the_crop_matrices() -> None:
+    w_frac, h_frac, cx, cy = sample_crop_boxes(6, (0.2, 1.0), (0.5, 2.0), 7, 9, _gen(5))
+    cx = cx + 0.5  # shifted partly off the image
+    flip = torch.tensor([True, False, True, False, False, True])
+    expected = F.affine_grid(crop_matrices(w_frac, h_frac, cx, cy, flip), [6, 1, 7, 9], align_corners=False)
+    grid = axis_aligned_grid(torch.where(flip, -w_frac, w_frac), cx, h_frac, cy, 7, 9)
+    assert grid.shape == (6, 7, 9, 2) and torch.allclose(grid, expected, atol=1e-6)
 
 
 def test_affine_grid_matches_torch_for_general_matrices() -> None:
