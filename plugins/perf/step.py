@@ -110,21 +110,22 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
     with StepProfiler(device) as profiler:
         _seconds_per_call(train_step, profiled_steps, device)
 
-    step_s, floor_s, ratio = statistics.median(step_times), statistics.median(floor_times), statistics.median(pair_ratios)
+    step_s, floor_s = statistics.median(step_times), statistics.median(floor_times)
+    ratio = statistics.median(pair_ratios)
     ratio_q1, ratio_q3 = pair_ratios[len(pair_ratios) // 4], pair_ratios[(3 * len(pair_ratios)) // 4]
     breakdown = {name: seconds / profiled_steps for name, seconds in profiler.seconds.items()}
     augment_share = breakdown.get("augment", 0.0) / step_s
     print(f"pipeline {pipeline}  device {device}  batch {batch_size}  steps {steps} (+{warmup} warm-up)")
     print(f"step   {1000 * step_s:8.1f} ms   {batch_size / step_s:9.0f} images/s")
     print(f"floor  {1000 * floor_s:8.1f} ms   {batch_size / floor_s:9.0f} images/s")
-    print(f"step/floor {ratio:.3f} (quartiles {ratio_q1:.3f}-{ratio_q3:.3f} over {steps} pairs)   augmentation {100 * augment_share:.1f}% of the step   "
-          f"peak memory {_peak_memory_mib(device):.0f} MiB ({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
+    print(f"step/floor {ratio:.3f} (quartiles {ratio_q1:.3f}-{ratio_q3:.3f} over {steps} pairs)   "
+          f"augmentation {100 * augment_share:.1f}% of the step   peak memory {_peak_memory_mib(device):.0f} MiB ({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
     print("\nbreakdown of one step (ms, share of the step):")
     for name, seconds in sorted(breakdown.items()):
         indent = "  " * name.count("/")
         print(f"  {indent}{name.split('/')[-1]:<22} {1000 * seconds:8.2f}  {100 * seconds / step_s:5.1f}%")
-    return {"step_s": step_s, "floor_s": floor_s, "ratio": ratio, "ratio_quartiles": (ratio_q1, ratio_q3), "images_per_s": batch_size / step_s,
-            "augment_share": augment_share, "breakdown": breakdown}
+    return {"step_s": step_s, "floor_s": floor_s, "ratio": ratio, "ratio_quartiles": (ratio_q1, ratio_q3),
+            "images_per_s": batch_size / step_s, "augment_share": augment_share, "breakdown": breakdown}
 
 
 def _peak_memory_mib(device: torch.device) -> float:
