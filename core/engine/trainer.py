@@ -157,7 +157,7 @@ class Trainer:
             self.total_steps = min(self.total_steps, settings.trainer.max_steps)
         self.optimizer = build_optimizer(objective.parameter_groups(), settings.optim, settings.data.batch_size)
         self.model = self._distribute()  # what forward runs through: the objective, or DDP around it
-        self.scheduler = build_scheduler(self.optimizer, settings.schedule, self.total_steps, self.steps_per_epoch)
+        self.scheduler = self._build_scheduler()
         self.amp_dtype = autocast_dtype(settings.trainer.precision, self.device)
         # collapse diagnostics (monitor: section); diagnostics: name -> callable, else built by name
         self.monitor = Monitor.create(settings.monitor, diagnostics, objective, data, transform, self.device,
@@ -261,18 +261,24 @@ class Trainer:
             progress["epoch"], progress["batch_in_epoch"], progress["global_step"]
         )
 
+    def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        """The learning-rate schedule over ``self.total_steps``, at step 0."""
+        return build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, self.steps_per_epoch)
+
     def set_total_steps(self, total_steps: int) -> None:
         """Change the run's length mid-training to ``total_steps``.
 
         The learning-rate schedule is rebuilt for the new length and resumed at the current
         step, and momentum schedules read the new total from the next step on (``bench
         quality`` uses this once it has measured how many steps fit in its time budget).
+        :meth:`fit` still stops at ``trainer.epochs``, and a resumed run takes its length
+        from the configuration again.
         """
         if total_steps < max(self.global_step, 1):
             raise ValueError(f"total_steps must be at least the steps already taken ({self.global_step}), "
                              f"got {total_steps}")
         self.total_steps = int(total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.settings.schedule, self.total_steps, self.steps_per_epoch)
+        self.scheduler = self._build_scheduler()
         self.scheduler.last_epoch = self.global_step - 1  # built at step 0; step once to the current step
         with warnings.catch_warnings():  # a new scheduler has not seen the optimiser's past steps
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")

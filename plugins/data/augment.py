@@ -4,9 +4,9 @@
 jitter, random grayscale, Gaussian blur) done for a whole batch at once, with no loop over
 samples:
 
-* crop + flip + optional shift: per-sample scales and shifts of each axis, one sampling grid
-  (what ``F.affine_grid`` builds for those matrices, computed per row and per column) and
-  one ``F.grid_sample`` (bilinear, ``align_corners=False``) for all views;
+* crop + flip + optional shift: per-sample scale and shift of each axis, one sampling grid
+  (what ``F.affine_grid`` builds, computed per row and per column) and one
+  ``F.grid_sample`` (bilinear, ``align_corners=False``) for all views;
 * colour jitter: per-sample brightness / contrast / saturation factors broadcast over pixels;
 * random grayscale: a per-sample mask;
 * Gaussian blur: a separable grouped convolution with one kernel per sample.
@@ -21,8 +21,8 @@ Speed (measured on a shared 2-core CPU box, torch 2.14, best of 300 calls): a
 5-8 ms while other jobs ran); ``[256, 1, 8, 8]`` about 1 ms; ``[256, 3, 32, 32]`` with the
 RGB defaults 13-23 ms. Blur (default above 32 px only) is memory bound on CPU:
 ``[256, 3, 96, 96]`` takes about 0.5-0.9 s there, and is meant for the GPU. The sampling grid
-is built by broadcasting rather than ``F.affine_grid`` (same values), which was 2/3 of the
-28 px time on CPU.
+is built per row and per column rather than by ``F.affine_grid`` (same values), which was
+2/3 of the 28 px time on CPU.
 """
 
 from __future__ import annotations
@@ -142,45 +142,16 @@ def _fallback_crop(ratio: tuple[float, float], height: int, width: int) -> tuple
     return 1.0, 1.0
 
 
-def crop_matrices(w_frac: Tensor, h_frac: Tensor, cx: Tensor, cy: Tensor, flip: Tensor | None = None) -> Tensor:
-    """Affine matrices ``[N, 2, 3]`` for ``F.affine_grid``: output coords -> input coords.
+def crop_grid(scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor, height: int, width: int) -> Tensor:
+    """Sampling grid ``[N, H, W, 2]`` of crops, each argument ``[N]`` (normalised coordinates).
 
-    ``x_in = ±w_frac * x_out + cx``, ``y_in = h_frac * y_out + cy`` in normalised coordinates;
-    ``flip`` (bool ``[N]``) negates the x scale, mirroring the crop left-right.
-    """
-    sx = torch.where(flip, -w_frac, w_frac) if flip is not None else w_frac
-    zero = torch.zeros_like(w_frac)
-    row_x = torch.stack([sx, zero, cx], dim=1)
-    row_y = torch.stack([zero, h_frac, cy], dim=1)
-    return torch.stack([row_x, row_y], dim=1)
-
-
-def affine_grid(theta: Tensor, height: int, width: int) -> Tensor:
-    """Sampling grid ``[N, H, W, 2]`` for ``theta`` ``[N, 2, 3]``, equal to
-    ``F.affine_grid(theta, [N, C, H, W], align_corners=False)``.
-
-    Built by broadcasting (x-terms ``[N, 1, W]`` plus y-terms ``[N, H, 1]``) instead of
-    ``F.affine_grid``'s batched matmul with an inner size of 3, which dominates the CPU
-    time of a small-image augmentation (about 6x slower for 28 px batches).
-    """
-    n = theta.shape[0]
-    xs = torch.arange(width, device=theta.device, dtype=theta.dtype).mul_(2.0).add_(1.0).div_(width).sub_(1.0)
-    ys = torch.arange(height, device=theta.device, dtype=theta.dtype).mul_(2.0).add_(1.0).div_(height).sub_(1.0)
-    grid = torch.empty((n, height, width, 2), device=theta.device, dtype=theta.dtype)
-    for axis in range(2):
-        row = theta[:, axis]  # [N, 3]: coefficients of x_out, y_out, 1
-        x_part = row[:, 0:1, None] * xs.view(1, 1, width)  # [N, 1, W]
-        y_part = row[:, 1:2, None] * ys.view(1, height, 1) + row[:, 2:3, None]  # [N, H, 1]
-        torch.add(x_part, y_part, out=grid[..., axis])
-    return grid
-
-
-def axis_aligned_grid(scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor, height: int, width: int) -> Tensor:
-    """:func:`affine_grid` of matrices without rotation or shear, each argument ``[N]``.
-
-    ``x_in = scale_x * x_out + shift_x`` (likewise y): x depends on the column only and y on
-    the row only, so each is computed once per image and broadcast into ``[N, H, W, 2]``
-    (a third of the time of the general grid for 28 px batches on CPU).
+    ``x_in = scale_x * x_out + shift_x`` and ``y_in = scale_y * y_out + shift_y``: what
+    ``F.affine_grid(theta, [N, C, H, W], align_corners=False)`` builds for
+    ``theta = [[scale_x, 0, shift_x], [0, scale_y, shift_y]]`` (a negative ``scale_x``
+    mirrors the crop). A crop has no rotation or shear, so x depends on the column only and
+    y on the row only: each is computed once per image and broadcast, instead of
+    ``F.affine_grid``'s batched matmul with an inner size of 3, which dominated the CPU time
+    of a small-image augmentation (about 6x slower for 28 px batches).
     """
     xs = torch.arange(width, device=scale_x.device, dtype=scale_x.dtype).mul_(2.0).add_(1.0).div_(width).sub_(1.0)
     ys = torch.arange(height, device=scale_y.device, dtype=scale_y.dtype).mul_(2.0).add_(1.0).div_(height).sub_(1.0)
@@ -190,13 +161,14 @@ def axis_aligned_grid(scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y
     return grid
 
 
-def warp(images: Tensor, theta: Tensor) -> Tensor:
-    """Resample ``images`` ``[N, C, H, W]`` through ``theta`` ``[N, 2, 3]`` -> ``[N, C, H, W]``.
+def warp_crops(images: Tensor, scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor) -> Tensor:
+    """Resample ``images`` ``[N, C, H, W]`` through the crops of :func:`crop_grid` -> ``[N, C, H, W]``.
 
-    One grid (see :func:`affine_grid`) and one ``F.grid_sample`` (bilinear, zero padding,
-    ``align_corners=False``) for the whole batch.
+    One grid and one ``F.grid_sample`` (bilinear, zero padding, ``align_corners=False``)
+    for the whole batch.
     """
-    grid = affine_grid(theta.to(images.dtype), images.shape[2], images.shape[3])
+    dtype = images.dtype
+    grid = crop_grid(scale_x.to(dtype), shift_x.to(dtype), scale_y.to(dtype), shift_y.to(dtype), *images.shape[2:])
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -431,10 +403,9 @@ def _geometry(x: Tensor, s: AugmentSettings, generator: torch.Generator | None) 
     if s.translate > 0:
         shift = _uniform((2, n), -2.0 * s.translate, 2.0 * s.translate, generator, device)
         cx, cy = cx + shift[0], cy + shift[1]
-    flip = _bernoulli(n, s.flip, generator, device) if s.flip > 0 else None
-    scale_x = torch.where(flip, -w_frac, w_frac) if flip is not None else w_frac  # as crop_matrices
-    grid = axis_aligned_grid(scale_x.to(x.dtype), cx.to(x.dtype), h_frac.to(x.dtype), cy.to(x.dtype), h, w)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if s.flip > 0:  # a negative x scale mirrors the crop left-right
+        w_frac = torch.where(_bernoulli(n, s.flip, generator, device), -w_frac, w_frac)
+    return warp_crops(x, w_frac, cx, h_frac, cy)
 
 
 class IdentityViews(ViewTransform):

@@ -39,7 +39,9 @@ def _time_steps(trainer: Trainer, steps: int, warmup: int = 2) -> float:
 
 
 def retarget(trainer: Trainer, elapsed_s: float, budget_s: float) -> int:
-    """Re-size the run to the steps that fit in ``budget_s`` at the pace so far; returns the new total."""
+    """Re-size the run (``trainer.total_steps``) to the steps that fit in ``budget_s`` at the pace so far.
+
+    Returns the new total."""
     pace = trainer.global_step / elapsed_s
     total_steps = max(trainer.global_step + int((budget_s - elapsed_s) * pace), trainer.global_step, 1)
     if total_steps != trainer.total_steps:
@@ -72,7 +74,7 @@ def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Pa
     retargets = [0.1 * minutes * 60, 0.5 * minutes * 60]
     elapsed = 0.0
     trainer.objective.train()
-    while trainer.global_step < total_steps and elapsed < minutes * 60:
+    while trainer.global_step < trainer.total_steps and elapsed < minutes * 60:
         for images, labels, index in trainer.loader.epoch(trainer.epoch):
             start = time.perf_counter()
             trainer._step(images, labels, index)
@@ -80,11 +82,11 @@ def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Pa
             elapsed += time.perf_counter() - start
             if retargets and elapsed >= retargets[0]:
                 retargets.pop(0)
-                total_steps = retarget(trainer, elapsed, minutes * 60)
+                retarget(trainer, elapsed, minutes * 60)
             if checkpoints and elapsed >= checkpoints[0]:
                 checkpoints.pop(0)
                 record(elapsed)
-            if trainer.global_step >= total_steps or elapsed >= minutes * 60:
+            if trainer.global_step >= trainer.total_steps or elapsed >= minutes * 60:
                 break
         trainer.epoch += 1
     if not rows or rows[-1]["step"] != trainer.global_step:

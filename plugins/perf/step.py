@@ -100,11 +100,8 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
         torch.cuda.reset_peak_memory_stats(device)
     step_times, floor_times = [], []
     for i in range(steps):  # back-to-back pairs in alternating order: a drifting load hits both alike
-        if i % 2:
-            floor_times += _seconds_per_call(floor, 1, device)
-        step_times += _seconds_per_call(train_step, 1, device)
-        if not i % 2:
-            floor_times += _seconds_per_call(floor, 1, device)
+        for fn, times in [(train_step, step_times), (floor, floor_times)][:: -1 if i % 2 else 1]:
+            times += _seconds_per_call(fn, 1, device)
     pair_ratios = sorted(s / f for s, f in zip(step_times, floor_times))
     profiled_steps = max(steps // 2, 3)
     with StepProfiler(device) as profiler:

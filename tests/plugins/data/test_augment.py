@@ -11,14 +11,12 @@ from selfsup.plugins.data import register
 from selfsup.plugins.data.augment import (
     IdentityViews,
     TwoViewAugment,
-    affine_grid,
-    axis_aligned_grid,
-    crop_matrices,
+    crop_grid,
     gaussian_blur,
     gaussian_kernels,
     random_grayscale,
     sample_crop_boxes,
-    warp,
+    warp_crops,
 )
 from selfsup.registry import Registry
 
@@ -83,15 +81,21 @@ def test_flip_one_mirrors_exactly() -> None:
     assert not torch.allclose(square, x, atol=1e-3)
 
 
+def _crop_theta(scale_x: torch.Tensor, shift_x: torch.Tensor, scale_y: torch.Tensor, shift_y: torch.Tensor):
+    """The affine matrices ``[N, 2, 3]`` of crops, for torch's own ``F.affine_grid``."""
+    zero = torch.zeros_like(scale_x)
+    return torch.stack([torch.stack([scale_x, zero, shift_x], 1), torch.stack([zero, scale_y, shift_y], 1)], 1)
+
+
 def test_known_matrix_crops_the_centre_region() -> None:
     # A 4x4 ramp whose value is linear in (row, col), so bilinear sampling is exact.
     rows, cols = torch.meshgrid(torch.arange(4.0), torch.arange(4.0), indexing="ij")
     image = ((4 * rows + cols) / 15).view(1, 1, 4, 4)
     # Area 0.25, centred: the crop spans pixels 1..3 in each direction (the centre 2x2 region).
-    half = torch.tensor([0.5])
-    theta = crop_matrices(half, half, torch.zeros(1), torch.zeros(1))
-    assert torch.equal(theta, torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]]))
-    out = warp(image, theta)
+    half, zero = torch.tensor([0.5]), torch.zeros(1)
+    theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]])
+    assert torch.allclose(crop_grid(half, zero, half, zero, 4, 4), F.affine_grid(theta, [1, 1, 4, 4], align_corners=False))
+    out = warp_crops(image, half, zero, half, zero)
     # Output pixel i has centre -0.75 + 0.5 i (normalised); it reads input pixel coordinate
     # ((0.5 * x + 1) * 4 - 1) / 2 = 0.75, 1.25, 1.75, 2.25: the centre region upsampled x2.
     coords = torch.tensor([0.75, 1.25, 1.75, 2.25])
@@ -105,27 +109,22 @@ def test_crop_boxes_fit_inside_the_image() -> None:
     assert bool(((cx.abs() + w_frac) <= 1.0 + 1e-6).all()) and bool(((cy.abs() + h_frac) <= 1.0 + 1e-6).all())
     area = w_frac * h_frac
     assert float(area.min()) >= 0.08 - 1e-5 and float(area.max()) <= 1.0 + 1e-5
-    # Matches torch's own affine_grid convention for a general matrix too.
-    theta = crop_matrices(w_frac[:3], h_frac[:3], cx[:3], cy[:3], torch.tensor([True, False, True]))
+    # Matches torch's own affine_grid + grid_sample for the same crops (the first one mirrored).
+    scale_x = w_frac[:3] * torch.tensor([-1.0, 1.0, 1.0])
     ramp = torch.linspace(0, 1, 3 * 25).view(3, 1, 5, 5)
-    grid = F.affine_grid(theta, [3, 1, 5, 5], align_corners=False)
-    assert torch.allclose(warp(ramp, theta), F.grid_sample(ramp, grid, align_corners=False), atol=1e-6)
+    grid = F.affine_grid(_crop_theta(scale_x, cx[:3], h_frac[:3], cy[:3]), [3, 1, 5, 5], align_corners=False)
+    out = warp_crops(ramp, scale_x, cx[:3], h_frac[:3], cy[:3])
+    assert torch.allclose(out, F.grid_sample(ramp, grid, align_corners=False), atol=1e-6)
 
 
-def test_axis_aligned_grid_is_torchs_grid_of_the_crop_matrices() -> None:
+def test_crop_grid_is_torchs_affine_grid_of_the_crop_matrices() -> None:
     w_frac, h_frac, cx, cy = sample_crop_boxes(6, (0.2, 1.0), (0.5, 2.0), 7, 9, _gen(5))
     cx = cx + 0.5  # shifted partly off the image
-    flip = torch.tensor([True, False, True, False, False, True])
-    expected = F.affine_grid(crop_matrices(w_frac, h_frac, cx, cy, flip), [6, 1, 7, 9], align_corners=False)
-    grid = axis_aligned_grid(torch.where(flip, -w_frac, w_frac), cx, h_frac, cy, 7, 9)
-    assert grid.shape == (6, 7, 9, 2) and torch.allclose(grid, expected, atol=1e-6)
-
-
-def test_affine_grid_matches_torch_for_general_matrices() -> None:
-    theta = torch.randn(5, 2, 3, generator=_gen(3))
-    for height, width in [(4, 4), (5, 9), (1, 3)]:
-        expected = F.affine_grid(theta, [5, 1, height, width], align_corners=False)
-        assert torch.allclose(affine_grid(theta, height, width), expected, atol=1e-5)
+    scale_x = torch.where(torch.tensor([True, False, True, False, False, True]), -w_frac, w_frac)  # mirrored
+    for height, width in [(7, 9), (1, 3)]:
+        expected = F.affine_grid(_crop_theta(scale_x, cx, h_frac, cy), [6, 1, height, width], align_corners=False)
+        grid = crop_grid(scale_x, cx, h_frac, cy, height, width)
+        assert grid.shape == (6, height, width, 2) and torch.allclose(grid, expected, atol=1e-6)
 
 
 def test_grayscale_makes_equal_channels() -> None:
