@@ -30,6 +30,7 @@ from ..interfaces import Batch, Encoder, Objective
 from . import checkpoint as ckpt
 from . import distributed
 from .evaluate import evaluate
+from .host_memory import retain_freed_host_memory
 from .loader import InMemoryBatches
 from .monitor import Monitor
 from ..profiling import phase
@@ -140,6 +141,8 @@ class Trainer:
         self.process, self.device = distributed.init_from_env(select_device(settings.trainer.device))
         self.run_dir = Path(distributed.broadcast_object(str(self.run_dir)))  # rank 0's name (it may hold a time)
         self._stop = threading.Event()
+        if self.device.type == "cpu" and settings.trainer.retain_host_memory:
+            retain_freed_host_memory()
         self.objective.to(self.device)
         self.memory_format = torch.channels_last if settings.trainer.channels_last else torch.contiguous_format
         if settings.trainer.channels_last:
