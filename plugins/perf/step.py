@@ -4,10 +4,14 @@ The *floor* is a hand-written loop doing only the work an objective cannot avoid
 fixed batch: the query encoder (and projector) forward and backward on the views it
 trains, the momentum encoder's forward where it has one, and the optimiser step. The ratio
 step/floor is what the framework costs beyond the network itself (augmentation, critic,
-estimator, sampler and momentum updates, logging). Steps and floor steps are timed in
-back-to-back pairs (alternating which goes first) and step/floor is the median of the
-pairs' ratios, with its quartiles: on a shared machine the load drifts by more than the
-framework's cost, and a pair sees nearly the same load.
+estimator, sampler and momentum updates, logging). For MoCo with a queue a second
+*reference* adds what every MoCo implementation computes besides the networks (the
+textbook InfoNCE against the queue, the momentum update, the enqueue), so step/reference
+is the framework's own cost, augmentation included. Images/s come from consecutive steps,
+as in training. The ratios come from back-to-back rounds of a step, a floor step (and a
+reference step) in rotating order, and are the medians of the rounds' ratios, with their
+quartiles: on a shared machine the load drifts by more than the framework's cost, and a
+round sees nearly the same load.
 """
 
 from __future__ import annotations
@@ -19,11 +23,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from selfsup.config import load_pipeline
 from selfsup.engine import Trainer, build_trainer
 from selfsup.profiling import StepProfiler, phase
+
+from ..common.critics import DotCritic
+from ..common.estimators import InfoNCE
+from ..common.momentum import momentum_update
+from ..common.samplers import MomentumQueue
 
 
 def _seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device) -> list[float]:
@@ -74,6 +84,64 @@ def floor_step_fn(trainer: Trainer, images: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+def moco_reference_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo's loss as its paper's pseudocode writes it: logits ``[N, 1 + K]``, cross-entropy on column 0.
+
+    query, key: L2-normalised ``[N, E]``; queue: ``[K, E]``.
+    """
+    logits = torch.cat([(query * key).sum(dim=1, keepdim=True), query @ queue.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(query.shape[0], dtype=torch.long, device=query.device))
+
+
+def moco_reference_step_fn(trainer: Trainer, images: Tensor) -> Callable[[], None] | None:
+    """A hand-written MoCo step on ``images`` (no augmentation): the floor's networks, plus the
+    textbook InfoNCE against the queue, the momentum update and the enqueue.
+
+    None unless ``trainer.objective`` scores a :class:`MomentumQueue` with a :class:`DotCritic`
+    and :class:`InfoNCE` (MoCo v1/v2); the queue is written in a copy, so the real step's
+    queue is untouched.
+    """
+    objective = trainer.objective
+    sampler, critic = getattr(objective, "sampler", None), getattr(objective, "critic", None)
+    if not (isinstance(sampler, MomentumQueue) and isinstance(critic, DotCritic)
+            and isinstance(getattr(objective, "estimator", None), InfoNCE)):
+        return None
+    queue = sampler.keys.clone()
+    pointer = 0
+    views = [images, images.flip(-1)][: 2 if objective.symmetric else 1]
+    views = [v.contiguous(memory_format=trainer.memory_format) for v in views]
+    optimizer = trainer.optimizer
+    momentum = objective.current_momentum(trainer.global_step, trainer.total_steps)
+
+    def step() -> None:
+        nonlocal pointer
+        losses, keys = [], []
+        for i, view in enumerate(views):
+            query = F.normalize(objective.projector(objective.encoder(view).global_), dim=1)
+            with torch.no_grad():
+                key = F.normalize(objective.key_projector(objective.key_encoder(views[-1 - i]).global_), dim=1)
+            losses.append(moco_reference_loss(query, key, queue, critic.temperature))
+            keys.append(key)
+        loss = sum(losses) / len(losses)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            momentum_update(objective.key_encoder, objective.encoder, momentum)
+            momentum_update(objective.key_projector, objective.projector, momentum)
+            for key in keys:
+                slots = torch.arange(pointer, pointer + key.shape[0], device=queue.device) % queue.shape[0]
+                queue.index_copy_(0, slots, key)
+                pointer = (pointer + key.shape[0]) % queue.shape[0]
+
+    return step
+
+
+def _median_and_quartiles(values: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(values)
+    return statistics.median(ordered), ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
+
+
 def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[str, Any]:
     cfg = load_pipeline(pipeline, [*overrides, "trainer.progress=false", "trainer.eval_before=false"])
     trainer = build_trainer(cfg, run_dir="/tmp/selfsup-bench-step")
@@ -92,36 +160,49 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
         trainer._step(images, labels, index)
 
     images = next(trainer.loader.epoch(1))[0]
-    floor = floor_step_fn(trainer, images)
+    baselines = {"floor": floor_step_fn(trainer, images)}
+    reference = moco_reference_step_fn(trainer, images)
+    if reference is not None:
+        baselines["reference"] = reference
     for _ in range(warmup):
         train_step()
-        floor()
+        for baseline in baselines.values():
+            baseline()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    step_times, floor_times = [], []
-    for i in range(steps):  # back-to-back pairs in alternating order: a drifting load hits both alike
-        for fn, times in [(train_step, step_times), (floor, floor_times)][:: -1 if i % 2 else 1]:
-            times += _seconds_per_call(fn, 1, device)
-    pair_ratios = sorted(s / f for s, f in zip(step_times, floor_times))
+    step_s = statistics.median(_seconds_per_call(train_step, steps, device))  # back to back, as in training
+    # rounds of one call each, in rotating order: a drifting load hits every member of a round alike
+    members = {"step": train_step, **baselines}
+    times: dict[str, list[float]] = {name: [] for name in members}
+    order = list(members)
+    for i in range(steps):
+        for name in order[i % len(order):] + order[: i % len(order)]:
+            times[name] += _seconds_per_call(members[name], 1, device)
+    ratios = {name: _median_and_quartiles([s / b for s, b in zip(times["step"], times[name])]) for name in baselines}
+    round_s = {name: statistics.median(t) for name, t in times.items()}
     profiled_steps = max(steps // 2, 3)
     with StepProfiler(device) as profiler:
         _seconds_per_call(train_step, profiled_steps, device)
 
-    step_s, floor_s = statistics.median(step_times), statistics.median(floor_times)
-    ratio = statistics.median(pair_ratios)
-    ratio_q1, ratio_q3 = pair_ratios[len(pair_ratios) // 4], pair_ratios[(3 * len(pair_ratios)) // 4]
     breakdown = {name: seconds / profiled_steps for name, seconds in profiler.seconds.items()}
     augment_share = breakdown.get("augment", 0.0) / step_s
     print(f"pipeline {pipeline}  device {device}  batch {batch_size}  steps {steps} (+{warmup} warm-up)")
-    print(f"step   {1000 * step_s:8.1f} ms   {batch_size / step_s:9.0f} images/s")
-    print(f"floor  {1000 * floor_s:8.1f} ms   {batch_size / floor_s:9.0f} images/s")
-    print(f"step/floor {ratio:.3f} (quartiles {ratio_q1:.3f}-{ratio_q3:.3f} over {steps} pairs)   "
-          f"augmentation {100 * augment_share:.1f}% of the step   peak memory {_peak_memory_mib(device):.0f} MiB ({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
+    print(f"training step  {1000 * step_s:.1f} ms   {batch_size / step_s:.0f} images/s   (consecutive steps)")
+    print("in rounds      " + ", ".join(f"{name} {1000 * seconds:.1f} ms" for name, seconds in round_s.items()))
+    print("  floor:       encoders + optimiser only, on one batch")
+    if "reference" in baselines:
+        print("  reference:   the floor + textbook InfoNCE against the queue, momentum update, enqueue")
+    for name, (ratio, q1, q3) in ratios.items():
+        print(f"step/{name:<9} {ratio:.3f} (quartiles {q1:.3f}-{q3:.3f} over {steps} rounds)")
+    print(f"augmentation {100 * augment_share:.1f}% of the step   peak memory {_peak_memory_mib(device):.0f} MiB "
+          f"({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
     print("\nbreakdown of one step (ms, share of the step):")
     for name, seconds in sorted(breakdown.items()):
         indent = "  " * name.count("/")
         print(f"  {indent}{name.split('/')[-1]:<22} {1000 * seconds:8.2f}  {100 * seconds / step_s:5.1f}%")
-    return {"step_s": step_s, "floor_s": floor_s, "ratio": ratio, "ratio_quartiles": (ratio_q1, ratio_q3),
+    return {"step_s": step_s, "round_s": round_s,
+            "ratio": ratios["floor"][0], "ratio_quartiles": ratios["floor"][1:],
+            "reference_ratio": ratios["reference"][0] if "reference" in ratios else None,
             "images_per_s": batch_size / step_s, "augment_share": augment_share, "breakdown": breakdown}
 
 
@@ -138,7 +219,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="selfsup bench step", description=__doc__.split("\n\n")[0])
     parser.add_argument("pipeline")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    parser.add_argument("--steps", type=int, default=40, help="timed pairs of a step and a floor step")
+    parser.add_argument("--steps", type=int, default=40, help="consecutive timed steps, then as many timed rounds")
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
     run(args.pipeline, args.overrides, args.steps, args.warmup)

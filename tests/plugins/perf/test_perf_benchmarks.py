@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,10 +34,51 @@ def test_bench_step_reports_every_phase_of_a_moco_step(pipeline_file, capsys):
     assert result["breakdown"]["forward/query_encoder"] <= result["breakdown"]["forward"]
     assert 0 < result["augment_share"] < 1
     low, high = result["ratio_quartiles"]
-    assert 0 < low <= result["ratio"] <= high  # the median of the step/floor pairs, between its quartiles
+    assert 0 < low <= result["ratio"] <= high  # the median of the step/floor rounds, between its quartiles
+    assert result["reference_ratio"] > 0  # MoCo with a queue: the hand-written reference is timed too
+    assert set(result["round_s"]) == {"step", "floor", "reference"}
     assert result["images_per_s"] == pytest.approx(32 / result["step_s"])
     out = capsys.readouterr().out
-    assert "step/floor" in out and "peak memory" in out and "query_encoder" in out
+    assert "step/floor" in out and "step/reference" in out and "peak memory" in out and "query_encoder" in out
+
+
+def test_reference_loss_is_the_objectives_infonce(registry):
+    """The textbook logits + cross-entropy equal the framework's scores + InfoNCE on the same keys."""
+    from selfsup.plugins.common.critics import DotCritic
+    from selfsup.plugins.common.estimators import InfoNCE
+    from selfsup.plugins.common.samplers import MomentumQueue
+
+    gen = torch.Generator().manual_seed(0)
+    query, key = (torch.nn.functional.normalize(torch.randn(6, 4, generator=gen), dim=1) for _ in range(2))
+    queue = MomentumQueue(size=9)
+    queue.setup(4)
+    framework = InfoNCE()(queue.score(DotCritic(temperature=0.2), query, key)).loss
+    torch.testing.assert_close(step.moco_reference_loss(query, key, queue.keys, 0.2), framework)
+    # and by hand, row by row in float64: -log(e^{q.k/T} / (e^{q.k/T} + sum_j e^{q.queue_j/T}))
+    q, k, keys = query.double(), key.double(), queue.keys.double()
+    positives = [math.exp(q[i] @ k[i] / 0.2) for i in range(6)]
+    negatives = [torch.exp(keys @ q[i] / 0.2).sum().item() for i in range(6)]
+    by_hand = sum(-math.log(p / (p + n)) for p, n in zip(positives, negatives)) / 6
+    assert framework.item() == pytest.approx(float(by_hand), rel=1e-5)
+
+
+def test_reference_step_trains_moves_keys_and_leaves_the_queue(pipeline_file, tmp_path):
+    trainer = build_trainer(load_pipeline(pipeline_file, ["trainer.progress=false"]), run_dir=tmp_path / "ref")
+    objective = trainer.objective
+    images = next(trainer.loader.epoch(0))[0]
+    query_before = [p.detach().clone() for p in objective.encoder.parameters()]
+    key_before = [p.detach().clone() for p in objective.key_encoder.parameters()]
+    queue_before = objective.sampler.keys.clone()
+    step.moco_reference_step_fn(trainer, images)()
+    assert any(not torch.equal(a, p) for a, p in zip(query_before, objective.encoder.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(key_before, objective.key_encoder.parameters()))
+    assert torch.equal(objective.sampler.keys, queue_before)  # the reference writes its own copy
+
+
+def test_reference_step_is_only_built_for_moco_with_a_queue(tmp_path):
+    cfg = tiny_pipeline(tmp_path, objective={"name": "simsiam", "encoder": {"name": "small_conv", "width": 8}})
+    trainer = build_trainer(OmegaConf.create(cfg), run_dir=tmp_path / "simsiam")
+    assert step.moco_reference_step_fn(trainer, next(trainer.loader.epoch(0))[0]) is None
 
 
 def test_floor_step_trains_the_query_side_only(pipeline_file, tmp_path):
