@@ -4,9 +4,10 @@ glibc's malloc serves a large block (above a threshold that adapts only up to 32
 ``mmap`` and unmaps it on ``free``, and trims the top of its heap once 128 KiB of it are free.
 A training step on the CPU frees and allocates the same activations every step, so the
 kernel maps and zeroes them again each time: on the MoCo Fashion-MNIST preset, 7,000-10,000
-page faults and 20-40 ms of kernel time per step (steps 10-18% slower). With ``mmap`` off and trimming raised to 2 GiB, freed
-blocks stay in the heap and the next step reuses them; the price is that the process's
-resident memory stays near its peak (what PyTorch's CUDA caching allocator does on a GPU).
+page faults and 20-40 ms of kernel time per step (steps 10-18% slower). With ``mmap`` off
+and trimming raised to 2 GiB, freed blocks stay in the heap and the next step reuses them;
+the price is that the process's resident memory stays near its peak (what PyTorch's CUDA
+caching allocator does on a GPU).
 """
 
 from __future__ import annotations
@@ -33,5 +34,5 @@ def retain_freed_host_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    # large blocks then come from the heap (a block too large for a thread's arena still falls back to mmap)
+    # large blocks then come from the heap (one too large for a thread's arena still falls back to mmap)
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))

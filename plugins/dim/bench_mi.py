@@ -5,9 +5,10 @@ The true MI steps through a staircase (default 2, 4, 6, 8, 10 nats, d = 20); for
 critic (separable, concat), batch size and estimator a fresh critic is trained with Adam
 (lr 5e-4 separable, 2e-3 concat, cosine-annealed to lr/10 within each stage) on fresh
 samples every step, scored as an ``[N, N]`` matrix (diagonal = positives, off-diagonal =
-negatives) and read by the registered estimator. The table gives the mean and standard deviation of the estimate over
-the last quarter of each stage; the PNG shows the estimates against step with the truth
-and log(batch), the ceiling of InfoNCE. Runs are spread over ``--jobs`` processes.
+negatives) and read by the registered estimator. The table gives the mean and standard
+deviation of the estimate over the last quarter of each stage; the PNG shows the estimates
+against step with the truth and log(batch), the ceiling of InfoNCE. Runs are spread over
+``--jobs`` processes.
 
 Critics (MLP 256 hidden): separable = two MLPs (2 hidden layers, 32-d embedding, linear
 shortcuts, temperature 4) and a dot product; concat = one MLP (1 hidden layer by default:

@@ -39,9 +39,8 @@ def _time_steps(trainer: Trainer, steps: int, warmup: int = 2) -> float:
 
 
 def retarget(trainer: Trainer, elapsed_s: float, budget_s: float) -> int:
-    """Re-size the run (``trainer.total_steps``) to the steps that fit in ``budget_s`` at the pace so far.
-
-    Returns the new total."""
+    """Re-size the run (``trainer.total_steps``) to the steps that fit in ``budget_s`` at the
+    pace so far; returns the new total."""
     pace = trainer.global_step / elapsed_s
     total_steps = max(trainer.global_step + int((budget_s - elapsed_s) * pace), trainer.global_step, 1)
     if total_steps != trainer.total_steps:
@@ -114,6 +113,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--evals", type=int, default=5, help="evaluations spread over the budget")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     args = parser.parse_args(argv)
+    if args.minutes <= 0 or args.evals < 1:
+        parser.error(f"--minutes must be positive and --evals at least 1, got {args.minutes} and {args.evals}")
     torch.manual_seed(0)
     run(args.pipeline, args.overrides, args.minutes, args.evals, args.out)
     return 0

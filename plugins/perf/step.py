@@ -49,6 +49,11 @@ def _seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device
     return times
 
 
+def _fixed_views(trainer: Trainer, images: Tensor, count: int) -> list[Tensor]:
+    """``count`` (1 or 2) fixed views of ``images`` ``[N, C, H, W]``: the batch, then its mirror image."""
+    return [v.contiguous(memory_format=trainer.memory_format) for v in (images, images.flip(-1))[:count]]
+
+
 def floor_step_fn(trainer: Trainer, images: torch.Tensor) -> Callable[[], None]:
     """The unavoidable work of one step of ``trainer.objective`` on ``images`` (no augmentation).
 
@@ -64,8 +69,7 @@ def floor_step_fn(trainer: Trainer, images: torch.Tensor) -> Callable[[], None]:
     key_projector = getattr(objective, "key_projector", nn.Identity())
     # MoCo v1/v2 with symmetric=false trains one view against the other's key; otherwise every view is trained
     query_views = (2 if objective.symmetric else 1) if hasattr(objective, "symmetric") else max(objective.num_views, 1)
-    images = images.contiguous(memory_format=trainer.memory_format)
-    views = [images, images.flip(-1).contiguous(memory_format=trainer.memory_format)][:query_views]
+    views = _fixed_views(trainer, images, query_views)
     optimizer = trainer.optimizer  # the same update rule (momentum, weight decay) as the real step
     amp = trainer.amp_dtype
 
@@ -108,8 +112,7 @@ def moco_reference_step_fn(trainer: Trainer, images: Tensor) -> Callable[[], Non
         return None
     queue = sampler.keys.clone()
     pointer = 0
-    views = [images, images.flip(-1)][: 2 if objective.symmetric else 1]
-    views = [v.contiguous(memory_format=trainer.memory_format) for v in views]
+    views = _fixed_views(trainer, images, 2 if objective.symmetric else 1)
     optimizer = trainer.optimizer
     momentum = objective.current_momentum(trainer.global_step, trainer.total_steps)
 
@@ -222,5 +225,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=40, help="consecutive timed steps, then as many timed rounds")
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps must be at least 1 and --warmup at least 0, got {args.steps} and {args.warmup}")
     run(args.pipeline, args.overrides, args.steps, args.warmup)
     return 0

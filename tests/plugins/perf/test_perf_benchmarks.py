@@ -131,3 +131,16 @@ def test_quality_bench_resizes_the_run_to_the_measured_pace(tmp_path, registry):
     assert trainer.total_steps == 50 and trainer.scheduler.last_epoch == 10
     # the budget already spent: the run ends at the current step
     assert quality.retarget(trainer, elapsed_s=25.0, budget_s=20.0) == 10 and trainer.total_steps == 10
+
+
+@pytest.mark.parametrize("main, argv, message", [
+    (step.main, ["--steps", "0"], "--steps must be at least 1"),
+    (step.main, ["--warmup", "-1"], "--warmup at least 0"),
+    (quality.main, ["--minutes", "0"], "--minutes must be positive"),
+    (quality.main, ["--evals", "0"], "--evals at least 1"),
+])
+def test_bench_arguments_out_of_range_are_refused_before_any_work(main, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["no-such-pipeline.yaml", *argv])  # refused before the pipeline is even read
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
