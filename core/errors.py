@@ -30,6 +30,10 @@ class TrainingDiverged(SelfsupError):
     """The loss became NaN or infinite."""
 
 
+class CollapseDetected(SelfsupError):
+    """The collapse monitor stopped a run whose embeddings collapsed (``monitor.stop_on_collapse``)."""
+
+
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Up to ``n`` candidates that look like ``word`` (for 'did you mean' hints)."""
     return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)

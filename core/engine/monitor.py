@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ..config import MonitorConfig, build
 from ..data import DataSplits, ViewTransform
-from ..errors import ConfigError, SelfsupError
+from ..errors import CollapseDetected, ConfigError
 from ..evaluation import extract_features
 from ..interfaces import Objective
 from ..registry import Registry
@@ -35,10 +35,6 @@ from ..registry import Registry
 #: The diagnostic names the collapse thresholds compare against.
 STD_METRIC = "embedding_std"
 RANK_METRIC = "effective_rank"
-
-
-class CollapseDetected(SelfsupError):
-    """Raised by the trainer after it stopped a run whose embeddings collapsed."""
 
 
 @dataclass

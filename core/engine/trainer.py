@@ -288,7 +288,13 @@ class Trainer:
             self.scheduler.step()
 
     # ------------------------------------------------------------------ loop
-    def _step(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimiser step on a batch; advances ``global_step``. Returns the step's logs (tensors).
+
+        images: ``[B, C, H, W]`` in [0, 1] on the training device (or a mapping modality ->
+        ``[B, T, F]``); labels ``[B]``; index ``[B]`` (positions in the training split), as
+        yielded by ``trainer.loader.epoch(e)``. Views are made with the pipeline's transform.
+        """
         # an objective with num_views = 0 (e.g. DIM) reads batch.inputs: no views are made for it
         make_views = self.transform is not None and self.objective.num_views > 0
         with phase("augment"):
@@ -324,6 +330,7 @@ class Trainer:
             self.objective.after_step(self.global_step, self.total_steps)
         logs = {k: v.detach() if torch.is_tensor(v) else torch.tensor(float(v)) for k, v in out.logs.items()}
         logs["loss"] = loss.detach()
+        self.global_step += 1
         return logs
 
     def fit(self, resume: bool = False) -> FitResult:
@@ -376,8 +383,7 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}
             count, tick = 0, time.perf_counter()
             for images, labels, index in self.loader.epoch(self.epoch, self.batch_in_epoch):
-                logs = self._step(images, labels, index)
-                self.global_step += 1
+                logs = self.train_step(images, labels, index)
                 self.batch_in_epoch += 1
                 count += 1
                 for k, v in logs.items():

@@ -31,10 +31,10 @@ def _time_steps(trainer: Trainer, steps: int, warmup: int = 2) -> float:
     """Mean seconds per training step over ``steps`` steps after ``warmup``."""
     batches = trainer.loader.epoch(0)
     for _ in range(warmup):  # first steps pay for allocations and kernel selection
-        trainer._step(*next(batches))
+        trainer.train_step(*next(batches))
     start = time.perf_counter()
     for _ in range(steps):
-        trainer._step(*next(batches))
+        trainer.train_step(*next(batches))
     return (time.perf_counter() - start) / steps
 
 
@@ -76,8 +76,7 @@ def run(pipeline: str, overrides: list[str], minutes: float, evals: int, out: Pa
     while trainer.global_step < trainer.total_steps and elapsed < minutes * 60:
         for images, labels, index in trainer.loader.epoch(trainer.epoch):
             start = time.perf_counter()
-            trainer._step(images, labels, index)
-            trainer.global_step += 1
+            trainer.train_step(images, labels, index)
             elapsed += time.perf_counter() - start
             if retargets and elapsed >= retargets[0]:
                 retargets.pop(0)

@@ -160,7 +160,7 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
             except StopIteration:
                 batches = trainer.loader.epoch(0)
                 images, labels, index = next(batches)
-        trainer._step(images, labels, index)
+        trainer.train_step(images, labels, index)
 
     images = next(trainer.loader.epoch(1))[0]
     baselines = {"floor": floor_step_fn(trainer, images)}

@@ -152,15 +152,13 @@ def test_set_total_steps_resumes_the_new_schedule_at_the_current_step(tmp_path, 
     assert trainer.total_steps == 22 and trainer.steps_per_epoch == 22  # warm-up round(2.2) = 2 steps
     batches = trainer.loader.epoch(0)
     for _ in range(5):
-        trainer._step(*next(batches))
-        trainer.global_step += 1
+        trainer.train_step(*next(batches))
     trainer.set_total_steps(50)
     # warmup_cosine(50, 2) at step 5: 0.5 * (1 + cos(pi * 3 / 48)) of the base lr 0.05
     expected = 0.05 * 0.5 * (1 + math.cos(math.pi * 3 / 48))
     assert trainer.total_steps == 50
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
-    trainer._step(*next(batches))
-    trainer.global_step += 1
+    trainer.train_step(*next(batches))
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * 0.5 * (1 + math.cos(math.pi * 4 / 48)))
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
     with pytest.raises(ValueError, match="at least the steps already taken \\(6\\)"):
