@@ -16,7 +16,7 @@ def selfsup_register(registry: Registry) -> None:
     from . import diagnostics, noncontrastive
     from . import dim
     from . import angular, multimodal
-    from . import perf
+    from . import bench, perf
 
-    for subpackage in (common, data, encoders, moco, diagnostics, noncontrastive, dim, angular, multimodal, perf):
+    for subpackage in (common, data, encoders, moco, diagnostics, noncontrastive, dim, angular, multimodal, perf, bench):
         subpackage.register(registry)

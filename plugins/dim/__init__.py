@@ -1,5 +1,5 @@
 """The Deep InfoMax bundle: DIM encoders, learned critics, adversarial prior matching, the
-``dim`` objective and the ``mi`` / ``dim`` benchmarks."""
+``dim`` objective and the ``dim`` benchmark (``bench mi`` lives in ``selfsup.plugins.bench``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from selfsup.registry import Registry
 
 def register(registry: Registry) -> None:
     from .bench_dim import main as bench_dim
-    from .bench_mi import main as bench_mi
     from .critics import ConcatCritic, SeparableCritic
     from .encoders import DIMConvEncoder
     from .objective import DeepInfoMax
@@ -19,5 +18,4 @@ def register(registry: Registry) -> None:
     registry.register("critic", "concat", ConcatCritic)
     registry.register("prior", "adversarial", AdversarialPrior)
     registry.register("objective", "dim", DeepInfoMax)
-    registry.register("benchmark", "mi", bench_mi)
     registry.register("benchmark", "dim", bench_dim)

@@ -1,4 +1,4 @@
-"""Performance benchmarks: ``selfsup bench step`` and ``selfsup bench quality``."""
+"""Performance benchmark ``selfsup bench quality`` (``bench step`` lives in ``selfsup.plugins.bench``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from selfsup.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from . import quality, step
+    from . import quality
 
-    registry.register("benchmark", "step", step.main, summary="images/s, per-phase breakdown and step/floor ratio of a pipeline")
     registry.register("benchmark", "quality", quality.main, summary="kNN accuracy against training wall-clock time (CSV + PNG)")

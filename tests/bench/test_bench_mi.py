@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.plugins.common.estimators import NWJ, DonskerVaradhan, InfoNCE
-from selfsup.plugins.dim.bench_mi import (
+from selfsup.plugins.bench.mi import (
     correlated_gaussians,
     gaussian_mi,
     main,
@@ -18,6 +17,7 @@ from selfsup.plugins.dim.bench_mi import (
     stage_summary,
     train_estimator,
 )
+from selfsup.plugins.common.estimators import NWJ, DonskerVaradhan, InfoNCE
 
 
 def test_gaussian_mi_by_hand():
@@ -99,7 +99,7 @@ def test_main_rejects_bad_arguments():
 
 
 def test_each_critic_trains_at_its_own_learning_rate(monkeypatch):
-    from selfsup.plugins.dim import bench_mi
+    from selfsup.plugins.bench import mi as bench_mi
 
     seen = {}
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,19 +33,7 @@ from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
 from ..common.momentum import momentum_update
 from ..common.samplers import MomentumQueue
-
-
-def _seconds_per_call(fn: Callable[[], object], calls: int, device: torch.device) -> list[float]:
-    times = []
-    for _ in range(calls):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
+from .timing import median_and_quartiles, peak_memory_mib, reset_peak_memory, rotating_rounds, seconds_per_call
 
 
 def _fixed_views(trainer: Trainer, images: Tensor, count: int) -> list[Tensor]:
@@ -140,11 +127,6 @@ def moco_reference_step_fn(trainer: Trainer, images: Tensor) -> Callable[[], Non
     return step
 
 
-def _median_and_quartiles(values: list[float]) -> tuple[float, float, float]:
-    ordered = sorted(values)
-    return statistics.median(ordered), ordered[len(ordered) // 4], ordered[(3 * len(ordered)) // 4]
-
-
 def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[str, Any]:
     cfg = load_pipeline(pipeline, [*overrides, "trainer.progress=false", "trainer.eval_before=false"])
     trainer = build_trainer(cfg, run_dir="/tmp/selfsup-bench-step")
@@ -171,21 +153,15 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
         train_step()
         for baseline in baselines.values():
             baseline()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    step_s = statistics.median(_seconds_per_call(train_step, steps, device))  # back to back, as in training
+    reset_peak_memory(device)
+    step_s = statistics.median(seconds_per_call(train_step, steps, device))  # back to back, as in training
     # rounds of one call each, in rotating order: a drifting load hits every member of a round alike
-    members = {"step": train_step, **baselines}
-    times: dict[str, list[float]] = {name: [] for name in members}
-    order = list(members)
-    for i in range(steps):
-        for name in order[i % len(order):] + order[: i % len(order)]:
-            times[name] += _seconds_per_call(members[name], 1, device)
-    ratios = {name: _median_and_quartiles([s / b for s, b in zip(times["step"], times[name])]) for name in baselines}
+    times = rotating_rounds({"step": train_step, **baselines}, steps, device)
+    ratios = {name: median_and_quartiles([s / b for s, b in zip(times["step"], times[name])]) for name in baselines}
     round_s = {name: statistics.median(t) for name, t in times.items()}
     profiled_steps = max(steps // 2, 3)
     with StepProfiler(device) as profiler:
-        _seconds_per_call(train_step, profiled_steps, device)
+        seconds_per_call(train_step, profiled_steps, device)
 
     breakdown = {name: seconds / profiled_steps for name, seconds in profiler.seconds.items()}
     augment_share = breakdown.get("augment", 0.0) / step_s
@@ -197,7 +173,7 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
         print("  reference:   the floor + textbook InfoNCE against the queue, momentum update, enqueue")
     for name, (ratio, q1, q3) in ratios.items():
         print(f"step/{name:<9} {ratio:.3f} (quartiles {q1:.3f}-{q3:.3f} over {steps} rounds)")
-    print(f"augmentation {100 * augment_share:.1f}% of the step   peak memory {_peak_memory_mib(device):.0f} MiB "
+    print(f"augmentation {100 * augment_share:.1f}% of the step   peak memory {peak_memory_mib(device):.0f} MiB "
           f"({'GPU allocated' if device.type == 'cuda' else 'process RSS'})")
     print("\nbreakdown of one step (ms, share of the step):")
     for name, seconds in sorted(breakdown.items()):
@@ -207,15 +183,6 @@ def run(pipeline: str, overrides: list[str], steps: int, warmup: int) -> dict[st
             "ratio": ratios["floor"][0], "ratio_quartiles": ratios["floor"][1:],
             "reference_ratio": ratios["reference"][0] if "reference" in ratios else None,
             "images_per_s": batch_size / step_s, "augment_share": augment_share, "breakdown": breakdown}
-
-
-def _peak_memory_mib(device: torch.device) -> float:
-    """Peak GPU memory allocated by torch, or on the CPU the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
 
 
 def main(argv: list[str]) -> int:
