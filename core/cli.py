@@ -21,12 +21,14 @@ from .errors import SelfsupError
 from .plugin_commands import add_parsers as add_plugin_parsers
 from .plugin_commands import warn_plugin_failures
 from .plugin_commands import describe_parameters  # noqa: F401  (public helper, kept importable here)
+from .study.cli import add_parser as add_study_parser
 
 EXIT_USER_ERROR = 2
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import apply_overrides, load_pipeline
+    from .console import ConsoleReporter
     from .engine import build_trainer, load_run_config
 
     warn_plugin_failures()  # a broken third-party plugin is named before its components are missed
@@ -41,31 +43,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise SelfsupError("selfsup train needs a PIPELINE file (or --resume RUN_DIR).")
         cfg = load_pipeline(args.pipeline, overrides)
         trainer = build_trainer(cfg, run_dir=Path(args.run_dir) if args.run_dir else None)
-    if trainer.process.is_main:
-        print(f"run folder: {trainer.run_dir}")
-    result = trainer.fit(resume=bool(args.resume))
-    if trainer.process.is_main and result.before and result.after:
-        gain = 100 * (result.after["knn_acc"] - result.before["knn_acc"])
-        print(f"kNN accuracy {100 * result.before['knn_acc']:.2f}% at random init -> "
-              f"{100 * result.after['knn_acc']:.2f}% trained ({gain:+.2f} points)")
+    trainer.add_callback(ConsoleReporter(progress=trainer.settings.trainer.progress))
+    trainer.fit(resume=bool(args.resume))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .console import format_results
     from .engine import build_trainer, load_run_config
-    from .engine.trainer import format_results
+    from .engine.trainer import EVAL_BEFORE_NAME
 
     run_dir = Path(args.run_dir)
     trainer = build_trainer(load_run_config(run_dir), run_dir=run_dir)
     trainer.load_checkpoint()
     before = None
-    before_path = run_dir / "eval_before.json"
-    if before_path.exists():
-        import json
-
-        before = json.loads(before_path.read_text())
+    if (run_dir / EVAL_BEFORE_NAME).exists():
+        before = json.loads((run_dir / EVAL_BEFORE_NAME).read_text())
         print(f"random init: {format_results(before)}")
-    trainer.finish(before)
+    result = trainer.finish(before)
+    print(f"trained:     {format_results(result.after)}")
     return 0
 
 
@@ -114,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_eval)
 
     add_plugin_parsers(sub)  # plugins list/show/check, new-plugin
+    add_study_parser(sub)  # study STUDY.yaml
 
     config = sub.add_parser("config", help="show the resolved pipeline", description="Print a pipeline with "
                             "overrides applied and every default filled in.")

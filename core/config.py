@@ -33,6 +33,31 @@ from .registry import Registry
 Node = dict[str, Any]
 
 
+def bounded(default: Any, *, minimum: float | None = None, above: float | None = None,
+            maximum: float | None = None) -> Any:
+    """A section field whose value (unless null) must be >= ``minimum``, > ``above`` and
+    <= ``maximum``; :func:`section` checks it and names the key path when it is not."""
+    metadata = {"minimum": minimum, "above": above, "maximum": maximum}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_bounds(obj: Any, path: str) -> None:
+    """Raise a :class:`ConfigError` for the first field of dataclass ``obj`` out of its bounds."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None or not f.metadata or isinstance(value, bool):
+            continue
+        low, above, high = f.metadata.get("minimum"), f.metadata.get("above"), f.metadata.get("maximum")
+        if (low is not None and value < low) or (above is not None and value <= above) or (
+                high is not None and value > high):
+            wanted = " and ".join(w for w in (
+                f">= {low:g}" if low is not None else "", f"> {above:g}" if above is not None else "",
+                f"<= {high:g}" if high is not None else "") if w)
+            raise ConfigError(f"{path}.{f.name}: must be {wanted}, got {value!r}.")
+
+
 @dataclasses.dataclass
 class DataConfig:
     """``data:`` — what to train on and how views are made."""
@@ -70,9 +95,14 @@ class ScheduleConfig:
 class TrainerConfig:
     """``trainer:`` — the loop."""
 
-    epochs: int = 10
+    #: Passes over the training split (null: no epoch limit; then set max_steps or max_minutes).
+    epochs: int | None = bounded(10, minimum=1)
     #: Stop after this many optimiser steps in total (None: run all epochs).
-    max_steps: int | None = None
+    max_steps: int | None = bounded(None, minimum=1)
+    #: Wall-clock budget of training in minutes (evaluation and checkpoints not counted).
+    #: The learning-rate and momentum schedules are sized to the steps that fit in it, from
+    #: the pace measured after 10 steps and again at 10%, 50% and 80% of the budget.
+    max_minutes: float | None = bounded(None, above=0)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     #: Keep 4-D weights and image batches in channels-last memory order (faster convolutions
@@ -84,8 +114,10 @@ class TrainerConfig:
     #: step instead of unmapping it (no page faults per step; resident memory stays at its peak).
     retain_host_memory: bool = True
     grad_clip: float | None = None
-    log_every: int = 10
-    checkpoint_every_epochs: int = 1
+    log_every: int = bounded(10, minimum=1)
+    checkpoint_every_epochs: int = bounded(1, minimum=1)
+    #: Metrics sinks (registry kind ``logger``): names or ``{name: ..., params}``.
+    loggers: list[Union[str, Node]] = dataclasses.field(default_factory=lambda: ["csv", "jsonl", "tensorboard"])
     out_dir: str = "runs"
     run_name: str | None = None
     progress: bool = True
@@ -98,12 +130,16 @@ class TrainerConfig:
 class EvalConfig:
     """``eval:`` — frozen-feature evaluation on the held-out split."""
 
-    knn_k: int = 200
-    knn_temperature: float = 0.1
+    knn_k: int = bounded(200, minimum=1)
+    knn_temperature: float = bounded(0.1, above=0)
     linear_probe: bool = True
     plots: bool = True
-    tsne_points: int = 2000
-    batch_size: int = 512
+    tsne_points: int = bounded(2000, minimum=0)
+    batch_size: int = bounded(512, minimum=1)
+    #: kNN on the held-out split (and the monitor's diagnostics) during training, every this
+    #: many epochs and/or training minutes; rows in the metrics, ``knn_curve.png`` at the end.
+    every_epochs: int | None = bounded(None, minimum=1)
+    every_minutes: float | None = bounded(None, above=0)
 
 
 @dataclasses.dataclass
@@ -210,7 +246,9 @@ def section(cfg: DictConfig | Mapping, name: str) -> Any:
     if not isinstance(node, Mapping):
         raise ConfigError(f"{name}: expected a mapping of settings, got {node!r}.")
     params = validate_params(SECTIONS[name], node, name, what=f"section {name!r}")
-    return SECTIONS[name](**params)
+    value = SECTIONS[name](**params)
+    check_bounds(value, name)
+    return value
 
 
 # --------------------------------------------------------------------------- types

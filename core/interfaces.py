@@ -12,8 +12,10 @@ positives per query, C/H/W for a local feature map.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -258,6 +260,27 @@ class Objective(nn.Module, abc.ABC):
         The engine checkpoints them; it never steps them.
         """
         return {}
+
+
+class MetricsLogger(abc.ABC):
+    """A metrics sink (registry kind ``logger``), listed in ``trainer.loggers``.
+
+    The trainer opens it on the main process only, then hands it every row: ``kind`` is
+    ``"train"`` (step, epoch, train_seconds, lr, loss and the objective's logs, images_per_s,
+    monitor diagnostics) or ``"eval"`` (step, epoch, train_seconds, eval_seconds, knn_acc and
+    diagnostics at ``eval.every_*``). Values are Python numbers. A resumed run opens the
+    same folder again with ``resume=True``: append, do not truncate.
+    """
+
+    def open(self, run_dir: Path, config: Mapping[str, Any], resume: bool) -> None:
+        """Start writing for the run in ``run_dir`` (``config``: the resolved pipeline)."""
+
+    @abc.abstractmethod
+    def log(self, row: Mapping[str, Any], kind: str) -> None:
+        ...
+
+    def close(self) -> None:
+        """Flush and release files; called once at the end of ``fit`` (also on errors)."""
 
 
 #: Interface class of each part kind. The config builder uses it to build a parameter

@@ -28,6 +28,7 @@ DEFAULT_KINDS: dict[str, str] = {
     "transform": "batch-wise augmentation producing views",
     "diagnostic": "measures embeddings (collapse, uniformity, rank)",
     "benchmark": "a `selfsup bench NAME` command: main(argv) -> exit code",
+    "logger": "a metrics sink for training and evaluation rows (trainer.loggers)",
 }
 
 

@@ -16,7 +16,8 @@ def selfsup_register(registry: Registry) -> None:
     from . import diagnostics, noncontrastive
     from . import dim
     from . import angular, multimodal
-    from . import bench, perf
+    from . import loggers
+    from . import bench
 
-    for subpackage in (common, data, encoders, moco, diagnostics, noncontrastive, dim, angular, multimodal, perf, bench):
+    for subpackage in (common, data, encoders, moco, diagnostics, noncontrastive, dim, angular, multimodal, loggers, bench):
         subpackage.register(registry)

@@ -5,7 +5,37 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass
 
+from selfsup.engine.events import Callback
 from selfsup.hookspecs import hookimpl
+
+
+class RecordingCallback(Callback):
+    """Records the trainer's events as (name, payload) pairs, and its messages by level."""
+
+    def __init__(self):
+        self.events: list[tuple[str, object]] = []
+        self.messages: dict[str, list[str]] = {"info": [], "warning": []}
+
+    def on_fit_start(self, trainer, resume):
+        self.events.append(("fit_start", resume))
+
+    def on_log(self, trainer, row):
+        self.events.append(("log", dict(row)))
+
+    def on_evaluation(self, trainer, stage, result):
+        self.events.append((f"evaluation_{stage}", dict(result)))
+
+    def on_checkpoint(self, trainer, path):
+        self.events.append(("checkpoint", trainer.global_step))
+
+    def on_message(self, trainer, level, text):
+        self.messages[level].append(text)
+
+    def on_end(self, trainer, result):
+        self.events.append(("end", result))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
 
 
 def tiny_pipeline(tmp_path, **overrides) -> dict:

@@ -16,14 +16,12 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from ..config import MonitorConfig, build
 from ..data import DataSplits, ViewTransform
@@ -175,6 +173,9 @@ class Monitor:
         self.collapse: CollapseEvent | None = None
         self.stopped = False
         self._dim: int | None = None
+        #: Called with the warning text when a collapse is flagged (the trainer routes it to
+        #: its callbacks' ``on_message``); the monitor prints nothing itself.
+        self.on_warning: Callable[[str], None] | None = None
 
     @classmethod
     def create(
@@ -236,7 +237,8 @@ class Monitor:
             "stopping the run (monitor.stop_on_collapse)." if self.cfg.stop_on_collapse and stop is not None
             else "training continues (monitor.stop_on_collapse=true stops it)."
         )
-        tqdm.write(f"WARNING: {self.collapse.message(self._dim)}; {action}", file=sys.stderr)
+        if self.on_warning is not None:
+            self.on_warning(f"{self.collapse.message(self._dim)}; {action}")
         if self.cfg.stop_on_collapse and stop is not None:
             self.stopped = True
             stop()

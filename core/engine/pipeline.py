@@ -14,6 +14,7 @@ from ..errors import ConfigError
 from ..plugin_manager import default_registry
 from ..registry import Registry
 from .monitor import build_diagnostics
+from .run_log import build_loggers
 from .trainer import CONFIG_NAME, Settings, Trainer, settings_from_config
 
 
@@ -53,9 +54,11 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
         )
     objective_name = node["objective"] if isinstance(node["objective"], str) else node["objective"]["name"]
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(settings, objective_name)
-    diagnostics = build_diagnostics(registry, settings.monitor)  # looked up by name: the core imports no plugin
+    # diagnostics and loggers are looked up by name: the core imports no plugin
+    diagnostics = build_diagnostics(registry, settings.monitor)
+    loggers = build_loggers(registry, settings.trainer.loggers)
     return Trainer(objective, data, transform, settings, run_dir, config=resolved_config(cfg, settings),
-                   diagnostics=diagnostics)
+                   diagnostics=diagnostics, loggers=loggers)
 
 
 def load_run_config(run_dir: Path):

@@ -1,61 +1,72 @@
-"""Metrics of a run: ``metrics.csv`` and ``metrics.jsonl`` (TensorBoard too when installed)."""
+"""The metrics sinks of a run (``trainer.loggers``) and reading its rows back."""
 
 from __future__ import annotations
 
-import csv
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
+
+from ..errors import ConfigError
+from ..interfaces import MetricsLogger
 
 METRICS_CSV = "metrics.csv"
 METRICS_JSONL = "metrics.jsonl"
 
 
-class RunLogger:
-    """Appends one row per logging interval. CSV columns are fixed by the first row."""
+def build_loggers(registry: Any, nodes: Sequence[Union[str, Mapping[str, Any]]]) -> list[MetricsLogger]:
+    """Build ``trainer.loggers`` (names or ``{name: ..., params}``) through the registry."""
+    from ..config import build
 
-    def __init__(self, run_dir: Path, enabled: bool = True, tensorboard: bool = True) -> None:
-        self.run_dir = run_dir
-        self.enabled = enabled
-        self._columns: list[str] | None = None
-        self._writer = None
-        if enabled and (run_dir / METRICS_CSV).exists():
-            with open(run_dir / METRICS_CSV, newline="") as f:
-                self._columns = next(csv.reader(f), None)
-        if enabled and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+    loggers: list[MetricsLogger] = []
+    for i, node in enumerate(nodes):
+        logger = build(registry, "logger", node, f"trainer.loggers.{i}")
+        if not isinstance(logger, MetricsLogger):
+            raise ConfigError(
+                f"trainer.loggers.{i}: logger {node!r} built a {type(logger).__name__}, which is not a "
+                "selfsup.interfaces.MetricsLogger."
+            )
+        loggers.append(logger)
+    return loggers
 
-                self._writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except Exception:  # tensorboard is optional
-                self._writer = None
 
-    def log(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.run_dir / METRICS_JSONL, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        new_file = self._columns is None
-        if new_file:
-            self._columns = list(row)
-        with open(self.run_dir / METRICS_CSV, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self._columns, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow(row)
-        if self._writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
-                    self._writer.add_scalar(key, value, row.get("step", 0))
+class Loggers:
+    """The run's sinks, fed by the trainer on the main process only.
+
+    loggers: built sinks, or None to build ``nodes`` (``trainer.loggers``) through the
+    default registry when the run starts (the core never imports the plugins that provide them).
+    """
+
+    def __init__(self, loggers: list[MetricsLogger] | None, nodes: Sequence[Any]) -> None:
+        self.items = loggers
+        self.nodes = list(nodes)
+        self.opened = False
+
+    def open(self, run_dir: Path, config: Mapping[str, Any], resume: bool) -> None:
+        if self.items is None:
+            from ..plugin_manager import default_registry
+
+            self.items = build_loggers(default_registry(), self.nodes)
+        for logger in self.items:
+            logger.open(run_dir, config, resume)
+        self.opened = True
+
+    def log(self, row: Mapping[str, Any], kind: str) -> None:
+        if self.opened:
+            for logger in self.items or ():
+                logger.log(row, kind)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self.opened:
+            for logger in self.items or ():
+                logger.close()
+        self.opened = False
 
 
-def read_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """All rows of ``metrics.jsonl`` (empty if none)."""
-    path = run_dir / METRICS_JSONL
+def read_rows(run_dir: Path, kind: str = "train") -> list[dict[str, Any]]:
+    """The rows of ``kind`` (train or eval) in ``metrics.jsonl`` (empty if none)."""
+    path = Path(run_dir) / METRICS_JSONL
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return [r for r in rows if r.get("kind", "train") == kind]

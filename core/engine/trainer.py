@@ -7,6 +7,7 @@ optimiser and scheduler step -> ``objective.after_step`` (momentum update, enque
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -20,26 +21,30 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 from ..config import (DataConfig, EvalConfig, MonitorConfig, OptimConfig, ScheduleConfig, TrainerConfig, section,
                       to_container)
 from ..data import DataSplits, ViewTransform
 from ..errors import ConfigError, SelfsupError, TrainingDiverged
-from ..interfaces import Batch, Encoder, Objective
+from ..interfaces import Batch, Encoder, MetricsLogger, Objective
+from ..profiling import phase
 from . import checkpoint as ckpt
 from . import distributed
+from .budget import EvaluationTimes, MinutesBudget, TrainingClock
 from .evaluate import evaluate
+from .events import Callback, Callbacks
 from .host_memory import retain_freed_host_memory
 from .loader import InMemoryBatches
 from .monitor import Monitor
-from ..profiling import phase
 from .optim import build_optimizer, build_scheduler
-from .run_log import RunLogger, read_rows
+from .run_log import Loggers, read_rows
 
 CONFIG_NAME = "config.yaml"
 EVAL_BEFORE_NAME = "eval_before.json"
 METRICS_JSON = "metrics.json"
+KNN_CURVE_NAME = "knn_curve.png"
+#: The provisional length of a run bounded by minutes alone, until its pace is measured.
+UNSIZED_TOTAL_STEPS = 10**9
 
 
 @dataclass
@@ -57,11 +62,32 @@ class Settings:
 
 @dataclass
 class FitResult:
+    """What :meth:`Trainer.fit` returns (and, as JSON, what ``metrics.json`` holds).
+
+    before / after: evaluation at random init and after training (``knn_acc``, ``linear_acc``
+    with ``eval.linear_probe``, ``feature_dim``), None when switched off or interrupted.
+    curve: ``[{step, epoch, minutes, knn_acc}]`` from random init through ``eval.every_*``
+    to the end (minutes of training time). monitor: the collapse monitor's last ``values``
+    and its ``collapse`` event (None when not flagged), or None without a monitor.
+    """
+
     run_dir: Path
     steps: int
     interrupted: bool
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
+    epochs: float = 0.0
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    images_per_s: float = 0.0
+    curve: list[dict[str, float]] = field(default_factory=list)
+    monitor: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready fields (``metrics.json``)."""
+        out = dataclasses.asdict(self)
+        out["run_dir"] = str(self.run_dir)
+        return out
 
 
 def select_device(name: str) -> torch.device:
@@ -119,7 +145,16 @@ class Trainer:
     optimised parameters are averaged by DDP (momentum encoders are not wrapped); the
     augmentation generator and the global torch RNG differ per rank (seeded from ``seed``
     and the rank); rank 0 alone writes config, metrics, checkpoints (holding every rank's
-    RNG state), the encoder export and evaluation results, and shows the progress bar.
+    RNG state), the encoder export and evaluation results.
+
+    The trainer prints nothing: it reports through the callbacks attached with
+    :meth:`add_callback` (see :mod:`selfsup.engine.events`) and writes metrics rows to its
+    loggers (``trainer.loggers``; ``loggers`` given here replaces them).
+
+    Public API: :meth:`fit` (train within ``trainer.epochs`` / ``max_steps`` / ``max_minutes``,
+    evaluate, return a :class:`FitResult`), :meth:`train_step` (one optimiser step),
+    :meth:`evaluate_now`, :meth:`save_checkpoint` / :meth:`load_checkpoint`,
+    :meth:`set_total_steps`, :meth:`request_stop`, :meth:`finish`.
     """
 
     def __init__(
@@ -131,6 +166,7 @@ class Trainer:
         run_dir: Path,
         config: dict[str, Any] | None = None,
         diagnostics: dict[str, Any] | None = None,
+        loggers: list[MetricsLogger] | None = None,
     ) -> None:
         self.objective = objective
         self.data = data
@@ -155,9 +191,13 @@ class Trainer:
             rank=self.process.rank, world_size=self.process.world_size,
         )
         self.steps_per_epoch = len(self.loader)
-        self.total_steps = settings.trainer.epochs * self.steps_per_epoch
-        if settings.trainer.max_steps is not None:
-            self.total_steps = min(self.total_steps, settings.trainer.max_steps)
+        tcfg = settings.trainer
+        if tcfg.epochs is None and tcfg.max_steps is None and tcfg.max_minutes is None:
+            raise ConfigError("trainer.epochs: null (no epoch limit) needs trainer.max_steps or trainer.max_minutes.")
+        #: the steps that trainer.epochs and trainer.max_steps allow (None: no step limit)
+        self.step_limit = min((n for n in (tcfg.max_steps, tcfg.epochs and tcfg.epochs * self.steps_per_epoch)
+                               if n is not None), default=None)
+        self.total_steps = self.step_limit if self.step_limit is not None else UNSIZED_TOTAL_STEPS
         self.optimizer = build_optimizer(objective.parameter_groups(), settings.optim, settings.data.batch_size)
         self.model = self._distribute()  # what forward runs through: the objective, or DDP around it
         self.scheduler = self._build_scheduler()
@@ -165,6 +205,10 @@ class Trainer:
         # collapse diagnostics (monitor: section); diagnostics: name -> callable, else built by name
         self.monitor = Monitor.create(settings.monitor, diagnostics, objective, data, transform, self.device,
                                       settings.seed)
+        self.callbacks = Callbacks()
+        if self.monitor is not None:
+            self.monitor.on_warning = lambda text: self.callbacks.on_message(self, "warning", text)
+        self.loggers = Loggers(loggers, settings.trainer.loggers)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         # distinct, reproducible randomness per rank; rank 0 draws exactly what one process would
         rank_offset = 1_000_003 * self.process.rank
@@ -174,6 +218,14 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.global_step = 0
+        self.eval_seconds = 0.0  # time spent evaluating (not training time)
+        self.curve: list[dict[str, float]] = []  # kNN accuracy against steps and training minutes
+        self.clock = TrainingClock()  # training time; restarted by fit, restored on resume
+
+    def add_callback(self, callback: Callback) -> "Trainer":
+        """Attach ``callback`` to this trainer's events; returns the trainer."""
+        self.callbacks.add(callback)
+        return self
 
     # ------------------------------------------------------------------ control
     def _distribute(self) -> torch.nn.Module:
@@ -204,8 +256,9 @@ class Trainer:
         def handler(signum, frame):
             if self._stop.is_set():  # second signal: stop now
                 raise KeyboardInterrupt
-            tqdm.write(f"\n{signal.Signals(signum).name} received: saving a checkpoint after this step ...")
             self._stop.set()
+            self.callbacks.on_message(
+                self, "info", f"{signal.Signals(signum).name} received: saving a checkpoint after this step ...")
 
         for s in previous:
             signal.signal(s, handler)
@@ -224,7 +277,9 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "extra_optimizers": {k: o.state_dict() for k, o in self.objective.extra_optimizers().items()},
             "rng": ckpt.rng_state({"augment": self.augment_generator}),
-            "progress": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step},
+            "progress": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
+                         "total_steps": self.total_steps, "train_seconds": self.clock.seconds(),
+                         "eval_seconds": self.eval_seconds, "curve": self.curve},
             "config": self.config,
         }
 
@@ -233,10 +288,12 @@ class Trainer:
         path = self.run_dir / ckpt.CHECKPOINT_NAME
         rng_per_rank = distributed.all_objects(ckpt.rng_state({"augment": self.augment_generator}))
         if self.process.is_main:
-            state = self._state()
-            if self.process.distributed:
-                state.update(rng=rng_per_rank[0], rng_per_rank=rng_per_rank, world_size=self.process.world_size)
-            ckpt.atomic_save(state, path)
+            with self.clock.paused():
+                state = self._state()
+                if self.process.distributed:
+                    state.update(rng=rng_per_rank[0], rng_per_rank=rng_per_rank, world_size=self.process.world_size)
+                ckpt.atomic_save(state, path)
+        self.callbacks.on_checkpoint(self, path)
         return path
 
     def load_checkpoint(self, path: Path | None = None, resume: bool = False) -> None:
@@ -263,6 +320,11 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.global_step = (
             progress["epoch"], progress["batch_in_epoch"], progress["global_step"]
         )
+        self.eval_seconds = float(progress.get("eval_seconds", 0.0))
+        self.curve = list(progress.get("curve", []))
+        self.clock = TrainingClock(progress.get("train_seconds", 0.0))
+        if self.settings.trainer.max_minutes is not None and progress.get("total_steps"):
+            self.set_total_steps(max(int(progress["total_steps"]), self.global_step, 1))  # the length it was sized to
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         """The learning-rate schedule over ``self.total_steps``, at step 0."""
@@ -272,10 +334,9 @@ class Trainer:
         """Change the run's length mid-training to ``total_steps``.
 
         The learning-rate schedule is rebuilt for the new length and resumed at the current
-        step, and momentum schedules read the new total from the next step on (``bench
-        quality`` uses this once it has measured how many steps fit in its time budget).
-        :meth:`fit` still stops at ``trainer.epochs``, and a resumed run takes its length
-        from the configuration again.
+        step, and momentum schedules read the new total from the next step on (``fit`` does
+        this for ``trainer.max_minutes`` once it has measured how many steps fit). :meth:`fit`
+        still stops at ``trainer.epochs``.
         """
         if total_steps < max(self.global_step, 1):
             raise ValueError(f"total_steps must be at least the steps already taken ({self.global_step}), "
@@ -334,8 +395,16 @@ class Trainer:
         return logs
 
     def fit(self, resume: bool = False) -> FitResult:
-        """Train (from the run folder's checkpoint if ``resume``), then evaluate."""
+        """Train until ``trainer.epochs``, ``max_steps`` or ``max_minutes`` is reached (from the
+        run folder's checkpoint if ``resume``), export the encoder, evaluate; the run's result.
+
+        A stop request (SIGINT/SIGTERM or :meth:`request_stop`) finishes the step, writes a
+        checkpoint and returns with ``interrupted``. A NaN/inf loss raises
+        :class:`~selfsup.errors.TrainingDiverged`, a collapse under ``monitor.stop_on_collapse``
+        :class:`~selfsup.errors.CollapseDetected`; the last good checkpoint is kept.
+        """
         tcfg = self.settings.trainer
+        main = self.process.is_main  # every rank evaluates (no rank idles in a collective), rank 0 writes
         self.run_dir.mkdir(parents=True, exist_ok=True)
         before = None
         if resume:
@@ -343,100 +412,168 @@ class Trainer:
             if (self.run_dir / EVAL_BEFORE_NAME).exists():
                 before = json.loads((self.run_dir / EVAL_BEFORE_NAME).read_text())
         else:
-            main = self.process.is_main  # every rank evaluates (no rank idles in a collective), rank 0 writes
+            self.clock = TrainingClock()
             if main:
                 OmegaConf.save(OmegaConf.create(self.config), self.run_dir / CONFIG_NAME)
-            if tcfg.eval_before:
-                before = evaluate(self.objective, self.data, self.settings.eval, self.device)
+        if main:
+            self.loggers.open(self.run_dir, self.config, resume)
+        try:
+            self.callbacks.on_fit_start(self, resume)
+            if not resume and tcfg.eval_before:
+                before = self.evaluate_now()
+                self.curve.append({"step": 0, "epoch": 0.0, "minutes": 0.0, "knn_acc": before["knn_acc"]})
                 if main:
                     (self.run_dir / EVAL_BEFORE_NAME).write_text(json.dumps(before, indent=2))
-                    print(f"random init: {format_results(before)}")
-        logger = RunLogger(self.run_dir, enabled=self.process.is_main)
-        self.objective.train()
-        interrupted = False
-        try:
+                self.callbacks.on_evaluation(self, "before", before)
+            self.objective.train()
             with self._stop_on_signals():
-                interrupted = self._train_epochs(logger)
+                interrupted = self._train_epochs()
+            self.clock.stop()
         finally:
-            logger.close()
-        if interrupted:
-            if self.monitor is not None and self.monitor.stopped:
-                raise self.monitor.collapse_error(self.run_dir)
-            if self.process.is_main:
-                print(f"stopped at step {self.global_step}; resume with: selfsup train --resume {self.run_dir}")
-            return FitResult(self.run_dir, self.global_step, True, before=before)
-        if not self.process.is_main:  # rank 0 exports and evaluates; the others are done
-            return FitResult(self.run_dir, self.global_step, False, before=before)
-        ckpt.export_encoder(getattr(self.objective, "encoder", self.objective), self.run_dir / ckpt.ENCODER_NAME)
-        after = self.finish(before) if tcfg.eval_after else None
-        return FitResult(self.run_dir, self.global_step, False, before=before, after=after)
+            self.loggers.close()
+        if interrupted and self.monitor is not None and self.monitor.stopped:
+            raise self.monitor.collapse_error(self.run_dir)
+        if interrupted or not main:  # rank 0 exports and evaluates; the others are done
+            result = self._result(before, None, interrupted)
+        else:
+            ckpt.export_encoder(getattr(self.objective, "encoder", self.objective), self.run_dir / ckpt.ENCODER_NAME)
+            result = self.finish(before, evaluate_after=tcfg.eval_after)
+        self.callbacks.on_end(self, result)
+        return result
 
-    def _train_epochs(self, logger: RunLogger) -> bool:
+    def _done(self, budget: MinutesBudget | None) -> bool:
+        return self.global_step >= self.total_steps or (budget is not None and budget.exhausted(self.clock.seconds()))
+
+    def _train_epochs(self) -> bool:
         """The epoch loop; returns True when a stop was requested."""
         tcfg = self.settings.trainer
-        batch_size = self.settings.data.batch_size
-        while self.epoch < tcfg.epochs and self.global_step < self.total_steps:
-            bar = tqdm(
-                total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch + 1}/{tcfg.epochs}",
-                disable=not (tcfg.progress and self.process.is_main), dynamic_ncols=True, mininterval=0.5, leave=False,
-            )
-            sums: dict[str, torch.Tensor] = {}
-            count, tick = 0, time.perf_counter()
+        budget = None
+        if tcfg.max_minutes is not None:
+            budget = MinutesBudget(tcfg.max_minutes, self.step_limit, self.global_step, self.clock.seconds())
+        evaluations = EvaluationTimes(self.settings.eval.every_epochs, self.settings.eval.every_minutes,
+                                      self.clock.seconds())
+        sums: dict[str, torch.Tensor] = {}
+        count, tick = 0, self.clock.seconds()
+        while (tcfg.epochs is None or self.epoch < tcfg.epochs) and not self._done(budget):
             for images, labels, index in self.loader.epoch(self.epoch, self.batch_in_epoch):
                 logs = self.train_step(images, labels, index)
                 self.batch_in_epoch += 1
                 count += 1
                 for k, v in logs.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
-                bar.update(1)
-                if count == tcfg.log_every or self.batch_in_epoch == self.steps_per_epoch:
-                    elapsed = time.perf_counter() - tick
-                    row = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
-                           "lr": self.optimizer.param_groups[0]["lr"]}
-                    row.update({k: float(v) / count for k, v in distributed.mean_over_ranks(sums, self.device).items()})
-                    row["images_per_s"] = count * batch_size / max(elapsed, 1e-9)
-                    if self.monitor is not None:
-                        row.update(self.monitor.on_log(self.objective, self.global_step, stop=self.request_stop))
-                    logger.log(row)
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
-                    sums, count, tick = {}, 0, time.perf_counter()
+                self.callbacks.on_step(self, logs)
+                if budget is not None:
+                    self._resize(budget)
+                done = self._done(budget)
+                if count == tcfg.log_every or self.batch_in_epoch == self.steps_per_epoch or done:
+                    self._log_row(sums, count, self.clock.seconds() - tick)
+                    sums, count, tick = {}, 0, self.clock.seconds()
                 if self._stop_requested():
-                    bar.close()
                     self.save_checkpoint()
                     return True
-                if self.global_step >= self.total_steps:
+                if done:
                     break
-            bar.close()
+                if evaluations.due(self.clock.seconds(), None):
+                    self._evaluate_during()
             if self.batch_in_epoch >= self.steps_per_epoch:
                 self.epoch += 1
                 self.batch_in_epoch = 0
-            if self.epoch % tcfg.checkpoint_every_epochs == 0 or self.global_step >= self.total_steps:
-                self.save_checkpoint()
+                if not self._done(budget):
+                    if evaluations.due(self.clock.seconds(), self.epoch):
+                        self._evaluate_during()
+                    if self.epoch % tcfg.checkpoint_every_epochs == 0:
+                        self.save_checkpoint()
         self.save_checkpoint()
         return False
 
-    def finish(self, before: dict[str, Any] | None) -> dict[str, Any]:
-        """Evaluate the trained representation, write ``metrics.json`` and the plots."""
-        from ..evaluation import save_loss_curve
+    def _resize(self, budget: MinutesBudget) -> None:
+        """Size the schedule to the steps that fit in ``trainer.max_minutes`` when an estimate is due."""
+        seconds = self.clock.seconds()
+        total = budget.resize(self.global_step, seconds)
+        if total is None or total == self.total_steps:
+            return
+        self.set_total_steps(total)
+        self.callbacks.on_message(
+            self, "info", f"{1000 * seconds / max(self.global_step, 1):.0f} ms/step so far: the schedule is sized "
+                          f"to {total} steps in {budget.seconds / 60:g} minutes")
 
-        after = evaluate(self.objective, self.data, self.settings.eval, self.device, self.run_dir / "embedding_tsne.png")
-        summary = {"before": before, "after": after, "steps": self.global_step, "epochs": self.epoch}
+    def _log_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float) -> None:
+        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
+                               "train_seconds": self.clock.seconds(), "lr": self.optimizer.param_groups[0]["lr"]}
+        row.update({k: float(v) / count for k, v in distributed.mean_over_ranks(sums, self.device).items()})
+        row["images_per_s"] = count * self.settings.data.batch_size / max(seconds, 1e-9)
         if self.monitor is not None:
-            summary["monitor"] = self.monitor.summary(self.objective, self.global_step)
-        (self.run_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2))
-        rows = [r for r in read_rows(self.run_dir) if "loss" in r]
-        if rows and self.settings.eval.plots:
-            save_loss_curve([r["step"] for r in rows], [r["loss"] for r in rows], self.run_dir / "loss.png",
-                            title=str(self.config.get("objective", {}).get("name", "")))
-        print(f"trained:     {format_results(after)}")
-        return after
+            with self.clock.paused():
+                row.update(self.monitor.on_log(self.objective, self.global_step, stop=self.request_stop))
+        self.loggers.log(row, "train")
+        self.callbacks.on_log(self, row)
 
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_now(self, linear_probe: bool | None = None, embedding_map: Path | None = None) -> dict[str, Any]:
+        """kNN (and, per ``eval.linear_probe`` or ``linear_probe``, linear-probe) accuracy of
+        the current representation on the held-out split. Its time counts in
+        ``eval_seconds``, not in the training time."""
+        cfg = self.settings.eval
+        if linear_probe is not None:
+            cfg = dataclasses.replace(cfg, linear_probe=linear_probe)
+        start = time.perf_counter()
+        with self.clock.paused():
+            result = evaluate(self.objective, self.data, cfg, self.device, embedding_map)
+        self.eval_seconds += time.perf_counter() - start
+        return result
 
-def format_results(results: dict[str, Any]) -> str:
-    parts = [f"kNN acc {100 * results['knn_acc']:.2f}%"]
-    if "linear_acc" in results:
-        parts.append(f"linear acc {100 * results['linear_acc']:.2f}%")
-    return ", ".join(parts)
+    def _evaluate_during(self) -> None:
+        """``eval.every_*``: kNN and the monitor's diagnostics, as an ``eval`` metrics row."""
+        start = time.perf_counter()
+        knn = self.evaluate_now(linear_probe=False)["knn_acc"]
+        seconds = self.clock.seconds()
+        epoch = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+        row: dict[str, Any] = {"step": self.global_step, "epoch": epoch, "train_seconds": seconds, "knn_acc": knn}
+        if self.monitor is not None:
+            with self.clock.paused():
+                row.update(self.monitor.measure(self.objective))
+        row["eval_seconds"] = time.perf_counter() - start
+        self.curve.append({"step": self.global_step, "epoch": epoch, "minutes": seconds / 60, "knn_acc": knn})
+        self.loggers.log(row, "eval")
+        self.callbacks.on_evaluation(self, "during", row)
+
+    def _result(self, before: dict[str, Any] | None, after: dict[str, Any] | None, interrupted: bool,
+                monitor: dict[str, Any] | None = None) -> FitResult:
+        seconds = self.clock.seconds()
+        return FitResult(
+            self.run_dir, self.global_step, interrupted, before=before, after=after,
+            epochs=self.epoch + self.batch_in_epoch / self.steps_per_epoch, train_seconds=seconds,
+            eval_seconds=self.eval_seconds, curve=list(self.curve), monitor=monitor,
+            images_per_s=self.global_step * self.settings.data.batch_size / seconds if seconds > 0 else 0.0,
+        )
+
+    def finish(self, before: dict[str, Any] | None, evaluate_after: bool = True) -> FitResult:
+        """Evaluate the trained representation (unless ``evaluate_after`` is false); write
+        ``metrics.json`` (the :class:`FitResult`), ``loss.png``, ``knn_curve.png`` and the
+        t-SNE map; return the result."""
+        from ..evaluation import save_knn_curve, save_loss_curve
+
+        after = None
+        if evaluate_after:
+            after = self.evaluate_now(embedding_map=self.run_dir / "embedding_tsne.png")
+            point = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
+                     "minutes": self.clock.seconds() / 60, "knn_acc": after["knn_acc"]}
+            self.curve = [p for p in self.curve if p["step"] != self.global_step] + [point]
+            self.callbacks.on_evaluation(self, "after", after)
+        monitor = None
+        if self.monitor is not None:
+            with self.clock.paused():
+                monitor = self.monitor.summary(self.objective, self.global_step)
+        result = self._result(before, after, False, monitor)
+        (self.run_dir / METRICS_JSON).write_text(json.dumps(result.summary(), indent=2))
+        if self.settings.eval.plots:
+            rows = [r for r in read_rows(self.run_dir) if "loss" in r]
+            if rows:
+                save_loss_curve([r["step"] for r in rows], [r["loss"] for r in rows], self.run_dir / "loss.png",
+                                title=str(self.config.get("objective", {}).get("name", "")))
+            if len(self.curve) >= 2:
+                save_knn_curve(self.curve, self.run_dir / KNN_CURVE_NAME)
+        return result
 
 
 def settings_from_config(cfg: Any) -> Settings:

@@ -109,6 +109,26 @@ def save_curves(
     return _save_png(figure, path)
 
 
+def save_knn_curve(curve: Sequence[Mapping[str, float]], path: PathLike, title: str = "") -> Path:
+    """kNN accuracy against training minutes (left) and steps (right), as a PNG.
+
+    curve: points ``{step, minutes, knn_acc}`` (accuracy as a fraction), in training order.
+    """
+    if not curve:
+        raise ValueError("no kNN points to plot")
+    figure = Figure(figsize=(9, 3.6))
+    accuracy = [100 * p["knn_acc"] for p in curve]
+    for i, (key, label) in enumerate((("minutes", "training time (min)"), ("step", "optimiser steps"))):
+        axes = figure.add_subplot(1, 2, i + 1)
+        axes.plot([p[key] for p in curve], accuracy, marker="o", markersize=3)
+        axes.set_xlabel(label)
+        axes.set_ylabel("kNN accuracy (%)")
+        axes.grid(True, alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    return _save_png(figure, path)
+
+
 def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
     """Sorted indices of at most ``max_points`` rows out of ``n``, chosen by a seeded generator."""
     if n <= max_points:

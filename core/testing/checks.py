@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..data import ViewTransform
 from ..interfaces import (
-    Batch, Critic, Encoder, Estimate, Features, MIEstimator, NegativeSampler, Objective, PriorMatcher, Scores,
-    StepOutput,
+    Batch, Critic, Encoder, Estimate, Features, MetricsLogger, MIEstimator, NegativeSampler, Objective, PriorMatcher,
+    Scores, StepOutput,
 )
 
 #: Data parameters the kit fills in (as a pipeline's dataset would): 8x8 grey images, 10 classes.
@@ -357,3 +357,30 @@ def check_objective(objective: Objective, input_shape: tuple[int, ...] = (1, 8, 
     _expect_finite(embedding, f"{name}.embed(x)")
 
 
+
+
+def check_logger(logger: MetricsLogger) -> None:
+    """A metrics sink takes a run's life: open in a fresh folder, training and evaluation rows
+    (with columns that differ), close; then open again with ``resume=True``, one more row, close.
+    Checks that nothing raises and that it writes only inside the run folder."""
+    import tempfile
+    from pathlib import Path
+
+    name = type(logger).__name__
+    _expect(isinstance(logger, MetricsLogger), f"{name} must subclass selfsup.interfaces.MetricsLogger")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        run_dir = root / "run"
+        run_dir.mkdir()
+        config = {"seed": 0, "objective": {"name": "moco"}}
+        logger.open(run_dir, config, False)
+        logger.log({"step": 10, "epoch": 0.5, "train_seconds": 1.5, "lr": 0.1, "loss": 2.0, "images_per_s": 900.0},
+                   "train")
+        logger.log({"step": 20, "epoch": 1.0, "train_seconds": 3.0, "knn_acc": 0.8, "eval_seconds": 0.2}, "eval")
+        logger.close()
+        logger.open(run_dir, config, True)
+        logger.log({"step": 30, "epoch": 1.5, "train_seconds": 4.5, "lr": 0.05, "loss": 1.5, "images_per_s": 950.0},
+                   "train")
+        logger.close()
+        stray = [p.name for p in root.iterdir() if p != run_dir]
+        _expect(not stray, f"{name} wrote outside the run folder: {stray}")

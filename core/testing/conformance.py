@@ -19,8 +19,8 @@ from ..config import CONTEXT_KEYS, _part_kind, _signature, build
 from ..errors import ConfigError
 from ..registry import Registry
 from .checks import (
-    CONTEXT, DEFAULT_PARTS, check_critic, check_encoder, check_estimator, check_objective, check_prior, check_sampler,
-    check_transform,
+    CONTEXT, DEFAULT_PARTS, check_critic, check_encoder, check_estimator, check_logger, check_objective, check_prior,
+    check_sampler, check_transform,
 )
 
 
@@ -74,12 +74,16 @@ def _check_entry(registry: Registry, kind: str, name: str) -> None:
         check_transform(component, shape)
     elif kind == "objective":
         check_objective(component, shape, num_classes=context["num_classes"], num_train=context["num_train"])
+    elif kind == "logger":
+        check_logger(component)
     else:
         raise ValueError(f"no conformance check for kind {kind!r}")
 
 
 #: The kinds the kit checks; other kinds (dataset, diagnostic, benchmark, ...) are skipped.
-CHECKED_KINDS: tuple[str, ...] = ("encoder", "critic", "estimator", "sampler", "prior", "transform", "objective")
+CHECKED_KINDS: tuple[str, ...] = (
+    "encoder", "critic", "estimator", "sampler", "prior", "transform", "objective", "logger",
+)
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,10 @@ def test_example_package_installs_lists_trains_and_switches_off(tmp_path, monkey
     # the conformance kit, from the command line, on this package only
     assert main(["plugins", "check", "selfsup-example-plugin"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
-    assert [r[:2] + r[4:5] for r in rows[1:3]] == [["estimator", "smile", "pass"],
-                                                    ["objective", "smile_contrast", "pass"]]
-    assert rows[-1] == ["2", "passed,", "0", "failed,", "0", "skipped"]
+    assert [r[:2] + r[4:5] for r in rows[1:4]] == [["estimator", "smile", "pass"],
+                                                    ["objective", "smile_contrast", "pass"],
+                                                    ["logger", "best_metrics", "pass"]]
+    assert rows[-1] == ["3", "passed,", "0", "failed,", "0", "skipped"]
 
     # a few training steps from the package's own pipeline
     run_dir = tmp_path / "run"

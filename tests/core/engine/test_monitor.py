@@ -5,7 +5,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from support import tiny_pipeline
+from support import RecordingCallback, tiny_pipeline
 from selfsup.engine import build_trainer
 from selfsup.engine.monitor import CollapseDetected, ProbeEmbeddings
 from selfsup.errors import ConfigError
@@ -20,7 +20,8 @@ def monitored(tmp_path, **monitor):
 
 
 def rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "train"]
 
 
 def test_diagnostics_join_the_metrics_rows_and_metrics_json(tmp_path, registry):
@@ -43,20 +44,23 @@ def test_collapse_warns_once_naming_value_and_threshold(tmp_path, registry, caps
     # the std of normalised embeddings never reaches 1.0: every measurement is "collapsed"
     cfg = monitored(tmp_path, collapse_std=1.0)
     trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
-    result = trainer.fit()
+    events = RecordingCallback()
+    result = trainer.add_callback(events).fit()
     assert result.steps == 6 and not result.interrupted  # warning only: training goes on
-    err = capsys.readouterr().err
+    assert capsys.readouterr() == ("", "")  # the engine prints nothing: the warning is an event
+    err = "\n".join(events.messages["warning"])
     assert err.count("collapse detected") == 1
     assert "collapse detected at step 2: embedding_std" in err and "< monitor.collapse_std 1" in err
     collapse = trainer.monitor.summary(trainer.objective, trainer.global_step)["collapse"]  # what metrics.json gets
     assert collapse["step"] == 2 and collapse["metric"] == "embedding_std" and collapse["threshold"] == 1.0
 
 
-def test_warmup_steps_are_measured_but_not_checked(tmp_path, registry, capsys):
+def test_warmup_steps_are_measured_but_not_checked(tmp_path, registry):
     trainer = build_trainer(OmegaConf.create(monitored(tmp_path, collapse_std=1.0, warmup_steps=3)), registry,
                             run_dir=tmp_path / "run")
-    trainer.fit()
-    assert "collapse detected at step 6" in capsys.readouterr().err  # step 2 was inside the warm-up
+    events = RecordingCallback()
+    trainer.add_callback(events).fit()
+    assert "collapse detected at step 6" in events.messages["warning"][0]  # step 2 was inside the warm-up
     assert [r["step"] for r in rows(tmp_path / "run") if "embedding_std" in r] == [2, 6]
 
 
