@@ -72,7 +72,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
     from .config import load_pipeline
     from .engine.pipeline import resolved_config
-    from .engine.trainer import settings_from_config
+    from .engine.settings import settings_from_config
 
     cfg = load_pipeline(args.pipeline, args.overrides)
     print(OmegaConf.to_yaml(OmegaConf.create(resolved_config(cfg, settings_from_config(cfg)))), end="")

@@ -15,7 +15,8 @@ from ..plugin_manager import default_registry
 from ..registry import Registry
 from .monitor import build_diagnostics
 from .run_log import build_loggers
-from .trainer import CONFIG_NAME, Settings, Trainer, settings_from_config
+from .settings import Settings, settings_from_config
+from .trainer import CONFIG_NAME, Trainer
 
 
 def resolved_config(cfg: Any, settings: Settings) -> dict[str, Any]:

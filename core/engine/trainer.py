@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
 import signal
 import threading
 import time
@@ -22,15 +20,14 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ..config import (DataConfig, EvalConfig, MonitorConfig, OptimConfig, ScheduleConfig, TrainerConfig, section,
-                      to_container)
 from ..data import DataSplits, ViewTransform
 from ..errors import ConfigError, SelfsupError, TrainingDiverged
-from ..interfaces import Batch, Encoder, MetricsLogger, Objective
+from ..interfaces import Batch, MetricsLogger, Objective
 from ..profiling import phase
 from . import checkpoint as ckpt
 from . import distributed
 from .budget import EvaluationTimes, MinutesBudget, TrainingClock
+from .device import to_channels_last, check_compiler, autocast_dtype, compile_encoders, select_device
 from .evaluate import evaluate
 from .events import Callback, Callbacks
 from .host_memory import retain_freed_host_memory
@@ -38,6 +35,7 @@ from .loader import InMemoryBatches
 from .monitor import Monitor
 from .optim import build_optimizer, build_scheduler
 from .run_log import Loggers, read_rows
+from .settings import Settings, settings_from_config  # noqa: F401  (settings_from_config: kept importable here)
 
 CONFIG_NAME = "config.yaml"
 EVAL_BEFORE_NAME = "eval_before.json"
@@ -45,19 +43,6 @@ METRICS_JSON = "metrics.json"
 KNN_CURVE_NAME = "knn_curve.png"
 #: The provisional length of a run bounded by minutes alone, until its pace is measured.
 UNSIZED_TOTAL_STEPS = 10**9
-
-
-@dataclass
-class Settings:
-    """Every non-component section of a pipeline, validated."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    seed: int = 0
 
 
 @dataclass
@@ -88,50 +73,6 @@ class FitResult:
         out = dataclasses.asdict(self)
         out["run_dir"] = str(self.run_dir)
         return out
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (``auto``: bf16 or fp16 on CUDA, fp32 on CPU)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def compile_encoders(objective: torch.nn.Module) -> list[str]:
-    """``torch.compile`` each :class:`Encoder` sub-module of ``objective`` in place; their names.
-
-    ``nn.Module.compile`` keeps the module (and its state-dict keys) as it is, so checkpoints
-    and the encoder export are the same with or without compilation. Nested encoders inside
-    a compiled one are left to it.
-    """
-    compiled: list[str] = []
-    for name, module in objective.named_modules():
-        if isinstance(module, Encoder) and not any(name.startswith(done + ".") for done in compiled):
-            module.compile()
-            compiled.append(name)
-    return compiled
-
-
-def _check_compiler(device: torch.device) -> None:
-    """``torch.compile`` on the CPU generates C++: fail before training, not inside inductor."""
-    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
-        raise ConfigError(
-            "trainer.compile: torch.compile on the CPU needs a C++ compiler (g++, c++ or clang++ on PATH, "
-            "or CXX set), and none was found. Install one or set trainer.compile=false."
-        )
-
-
-def _channels_last(x: Any) -> Any:
-    """Image batches ``[N, C, H, W]`` in channels-last order; anything else (multimodal mappings) as it is."""
-    return x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
 
 
 class Trainer:
@@ -184,7 +125,7 @@ class Trainer:
         if settings.trainer.channels_last:
             self.objective.to(memory_format=torch.channels_last)
         if settings.trainer.compile:
-            _check_compiler(self.device)
+            check_compiler(self.device)
             compile_encoders(self.objective)
         self.loader = InMemoryBatches(
             data.train, settings.data.batch_size, self.device, settings.seed, settings.data.drop_last,
@@ -361,7 +302,7 @@ class Trainer:
         with phase("augment"):
             views = self.transform(images, self.objective.num_views, self.augment_generator) if make_views else []
             if self.memory_format is torch.channels_last:
-                images, views = _channels_last(images), [_channels_last(v) for v in views]
+                images, views = to_channels_last(images), [to_channels_last(v) for v in views]
         batch = Batch(inputs=images, views=views, labels=labels, index=index)
         with phase("forward"), torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
@@ -574,16 +515,3 @@ class Trainer:
             if len(self.curve) >= 2:
                 save_knn_curve(self.curve, self.run_dir / KNN_CURVE_NAME)
         return result
-
-
-def settings_from_config(cfg: Any) -> Settings:
-    """Validate the non-component sections of a pipeline into :class:`Settings`."""
-    node = to_container(cfg)
-    seed = node.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"seed: expected int, got {seed!r}.")
-    return Settings(
-        data=section(cfg, "data"), optim=section(cfg, "optim"), schedule=section(cfg, "schedule"),
-        trainer=section(cfg, "trainer"), eval=section(cfg, "eval"), monitor=section(cfg, "monitor"), seed=seed,
-    )
-

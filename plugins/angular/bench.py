@@ -23,7 +23,7 @@ from selfsup.config import build, load_pipeline, to_container
 from selfsup.data import DataSplits, MultiModalArrays
 from selfsup.engine.loader import InMemoryBatches
 from selfsup.engine.optim import build_optimizer, build_scheduler
-from selfsup.engine.trainer import settings_from_config
+from selfsup.engine.settings import settings_from_config
 from selfsup.evaluation import extract_features, knn_accuracy
 from selfsup.interfaces import Batch, Objective
 

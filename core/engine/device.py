@@ -1,0 +1,56 @@
+"""Where and how a run computes: device, autocast precision, compilation, memory format."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from ..interfaces import Encoder
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` (``auto``: bf16 or fp16 on CUDA, fp32 on CPU)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def compile_encoders(objective: torch.nn.Module) -> list[str]:
+    """``torch.compile`` each :class:`Encoder` sub-module of ``objective`` in place; their names.
+
+    ``nn.Module.compile`` keeps the module (and its state-dict keys) as it is, so checkpoints
+    and the encoder export are the same with or without compilation. Nested encoders inside
+    a compiled one are left to it.
+    """
+    compiled: list[str] = []
+    for name, module in objective.named_modules():
+        if isinstance(module, Encoder) and not any(name.startswith(done + ".") for done in compiled):
+            module.compile()
+            compiled.append(name)
+    return compiled
+
+
+def check_compiler(device: torch.device) -> None:
+    """``torch.compile`` on the CPU generates C++: fail before training, not inside inductor."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c):
+        raise ConfigError(
+            "trainer.compile: torch.compile on the CPU needs a C++ compiler (g++, c++ or clang++ on PATH, "
+            "or CXX set), and none was found. Install one or set trainer.compile=false."
+        )
+
+
+def to_channels_last(x: Any) -> Any:
+    """Image batches ``[N, C, H, W]`` in channels-last order; anything else (multimodal mappings) as it is."""
+    return x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.dim() == 4 else x
