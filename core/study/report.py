@@ -1,0 +1,236 @@
+"""A study's outputs: ``study.csv``, ``study.md`` and ``study.png``.
+
+- ``study.csv``: one row per variant x seed (runs not yet run have status ``pending``).
+- ``study.md``: one row per variant: mean ± std over seeds of every measured metric and the
+  status counts.
+- ``study.png``: left, the final metric per variant (mean over seeds, error bars ± std);
+  right, kNN accuracy against minutes of training of every run that has a curve (two points
+  or more: ``eval.every_minutes`` / ``eval.every_epochs``), one colour per variant.
+
+Every file is written to a temporary name and renamed, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import statistics
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.plots import _save_png
+from .execute import RunRecord
+from .plan import PlannedRun
+from .spec import StudySpec, join_overrides
+
+CSV_NAME = "study.csv"
+MARKDOWN_NAME = "study.md"
+PLOT_NAME = "study.png"
+CSV_COLUMNS = ("variant", "seed", "status", "knn_init", "linear_init", "knn", "linear", "effective_rank",
+               "embedding_std", "collapsed", "collapse_step", "steps", "images_per_s", "train_seconds",
+               "wall_seconds", "overrides", "run_dir")
+METRIC_LABELS = {"knn_acc": "kNN accuracy (%)", "linear_acc": "linear-probe accuracy (%)"}
+
+
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def study_rows(runs: Sequence[PlannedRun], records: Mapping[str, RunRecord]) -> list[dict[str, Any]]:
+    """The CSV rows as dicts, in plan order (variant, then seed)."""
+    rows = []
+    for run in runs:
+        record = records.get(run.key) or RunRecord(status="pending")
+        row = {"variant": run.variant, "seed": run.seed, "overrides": join_overrides(run.overrides),
+               "run_dir": str(run.run_dir)}
+        for column in CSV_COLUMNS:
+            if column not in row:
+                row[column] = getattr(record, column)
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in CSV_COLUMNS])
+    return _write_text(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- markdown
+def _values(rows: Sequence[Mapping[str, Any]], column: str) -> list[float]:
+    return [float(r[column]) for r in rows if isinstance(r.get(column), (int, float)) and not isinstance(
+        r.get(column), bool) and math.isfinite(float(r[column]))]
+
+
+def mean_std(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    """``mean ± std`` (sample std) of ``values``; the value alone for one; empty for none."""
+    if not values:
+        return ""
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.fmean(values))} ± {fmt(statistics.stdev(values))}"
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+#: Markdown columns: header, CSV column, formatter.
+SUMMARY_COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
+    ("kNN init %", "knn_init", _percent),
+    ("kNN %", "knn", _percent),
+    ("linear init %", "linear_init", _percent),
+    ("linear %", "linear", _percent),
+    ("eff. rank", "effective_rank", lambda x: f"{x:.2f}"),
+    ("emb. std", "embedding_std", lambda x: f"{x:.4f}"),
+    ("steps", "steps", lambda x: f"{x:.0f}"),
+    ("img/s", "images_per_s", lambda x: f"{x:.0f}"),
+    ("train min", "train_seconds", lambda x: f"{x / 60:.2f}"),
+    ("wall min", "wall_seconds", lambda x: f"{x / 60:.2f}"),
+)
+
+
+def _collapse_cell(rows: Sequence[Mapping[str, Any]]) -> str:
+    known = [r for r in rows if r.get("collapsed") is not None]
+    if not known:
+        return ""
+    flagged = [r for r in known if r["collapsed"]]
+    if not flagged:
+        return "no"
+    steps = ", ".join(str(r["collapse_step"]) for r in flagged if r.get("collapse_step") is not None)
+    text = f"{len(flagged)}/{len(known)}" if len(known) > 1 else "yes"
+    return f"{text} (step {steps})" if steps else text
+
+
+def _status_cell(rows: Sequence[Mapping[str, Any]]) -> str:
+    counts = Counter(r["status"] for r in rows)
+    return ", ".join(f"{status} {n}" if len(rows) > 1 else status for status, n in counts.items())
+
+
+def variant_groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row["variant"], []).append(row)
+    return groups
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per variant; columns with no value in any row are left out."""
+    groups = variant_groups(rows)
+    columns = [c for c in SUMMARY_COLUMNS if _values(rows, c[1])]
+    header = ["variant", "runs", *(c[0] for c in columns), "collapsed"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for variant, group in groups.items():
+        cells = [f"`{variant}`", _status_cell(group),
+                 *(mean_std(_values(group, column), fmt) for _, column, fmt in columns), _collapse_cell(group)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(spec: StudySpec, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    seeds = ", ".join(str(s) for s in spec.seeds)
+    lines = [f"# Study `{spec.name}`", ""]
+    if spec.description:
+        lines += [spec.description, ""]
+    lines += [
+        f"Base pipeline `{spec.pipeline}`, budget {spec.budget.describe()} per run, seeds {seeds}"
+        + (f", overrides `{join_overrides(spec.overrides)}`" if spec.overrides else "") + ".",
+        f"Mean ± std over seeds; accuracies in %. Study file `{spec.path}`.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    failed = [r for r in rows if r["status"] in ("diverged", "collapsed", "crashed")]
+    if failed:
+        lines += ["Failed runs (messages in each run folder's `result.json`):", ""]
+        lines += [f"- `{r['variant']}` seed {r['seed']}: {r['status']}" for r in failed]
+        lines.append("")
+    return _write_text(path, "\n".join(lines))
+
+
+# --------------------------------------------------------------------------- plot
+def write_plot(spec: StudySpec, rows: Sequence[Mapping[str, Any]],
+               records: Mapping[str, RunRecord], runs: Sequence[PlannedRun], path: Path) -> Path:
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    groups = variant_groups(rows)
+    names = list(groups)
+    colours = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colour = {name: colours(i % colours.N) for i, name in enumerate(names)}
+    column = {"knn_acc": "knn", "linear_acc": "linear"}[spec.metric]
+    figure = Figure(figsize=(max(9.0, 5 + 0.6 * len(names)), 4.2))
+    bars, curves = figure.subplots(1, 2)
+
+    means, errors = [], []
+    for name in names:
+        values = [100 * v for v in _values(groups[name], column)]
+        means.append(statistics.fmean(values) if values else 0.0)
+        errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+    positions = list(range(len(names)))
+    bars.bar(positions, means, yerr=errors if any(errors) else None, capsize=4, color=[colour[n] for n in names])
+    for x, name, mean, error in zip(positions, names, means, errors):
+        if not _values(groups[name], column):  # no finished run: say why instead of a bar
+            bars.annotate(_status_cell(groups[name]), (x, 0), ha="center", va="bottom", rotation=90, fontsize=8)
+        else:
+            bars.annotate(f"{mean:.1f}", (x, mean + error), ha="center", va="bottom", fontsize=8,
+                          xytext=(0, 2), textcoords="offset points")
+    bars.set_xticks(positions, names, rotation=30, ha="right", fontsize=8)
+    bars.set_ylabel(METRIC_LABELS[spec.metric])
+    bars.set_title(f"final {spec.metric} per variant" + (" (± std over seeds)" if len(spec.seeds) > 1 else ""),
+                   fontsize=10)
+    bars.grid(axis="y", alpha=0.3)
+
+    labelled: set[str] = set()
+    for run in runs:
+        record = records.get(run.key)
+        points = [p for p in (record.curve if record else []) if "minutes" in p and p.get("knn_acc") is not None]
+        if len(points) < 2:  # the final evaluation alone is no curve
+            continue
+        label = run.variant if run.variant not in labelled else None
+        labelled.add(run.variant)
+        curves.plot([p["minutes"] for p in points], [100 * p["knn_acc"] for p in points], color=colour[run.variant],
+                    marker="o" if len(points) < 30 else None, markersize=3, label=label, linewidth=1.5)
+    if labelled:
+        curves.legend(fontsize=8)
+    else:
+        curves.text(0.5, 0.5, "no kNN curves\n(set eval.every_minutes or eval.every_epochs)",
+                    ha="center", va="center", transform=curves.transAxes, fontsize=9, color="grey")
+    curves.set_xlabel("training minutes")
+    curves.set_ylabel("kNN accuracy (%)")
+    curves.set_title("kNN accuracy during training", fontsize=10)
+    curves.grid(alpha=0.3)
+    figure.suptitle(f"study {spec.name}", fontsize=11)
+    return _save_png(figure, path)
+
+
+def write_report(spec: StudySpec, runs: Sequence[PlannedRun], records: Mapping[str, RunRecord],
+                 out_dir: Path) -> dict[str, Path]:
+    """Write ``study.csv``, ``study.md`` and ``study.png`` into ``out_dir``; their paths by kind."""
+    rows = study_rows(runs, records)
+    return {
+        "csv": write_csv(rows, out_dir / CSV_NAME),
+        "markdown": write_markdown(spec, rows, out_dir / MARKDOWN_NAME),
+        "plot": write_plot(spec, rows, records, runs, out_dir / PLOT_NAME),
+    }
