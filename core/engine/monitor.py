@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..config import MonitorConfig, build
 from ..data import DataSplits, ViewTransform
-from ..errors import CollapseDetected, ConfigError
+from ..errors import CollapseDetected, ConfigError, TrainingDiverged
 from ..evaluation import extract_features
 from ..interfaces import Objective
 from ..registry import Registry
@@ -221,6 +221,12 @@ class Monitor:
         finally:
             objective.train(was_training)
         self._dim = int(embeddings.shape[1])
+        if not bool(torch.isfinite(embeddings).all()) or not all(bool(torch.isfinite(v).all()) for v in views):
+            raise TrainingDiverged(
+                "the collapse monitor's probe embeddings are not finite (NaN or inf): the weights diverged; "
+                "the last good checkpoint is kept. Try a lower optim.lr, trainer.grad_clip=1.0, or "
+                "trainer.precision=fp32."
+            )
         probe = ProbeEmbeddings(embeddings, *(views or [None, None]), labels=self.labels, representation=representation)
         return {name: float(diagnostic(probe)) for name, diagnostic in self.diagnostics.items()}
 
@@ -264,6 +270,17 @@ class Monitor:
             "collapse": dataclasses.asdict(self.collapse) if self.collapse else None,
             "thresholds": {"collapse_std": self.cfg.collapse_std, "collapse_rank": self.cfg.collapse_rank},
         }
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the last measurement and the collapse event (plain data)."""
+        return {"last_step": self.last_step, "last_values": dict(self.last_values),
+                "collapse": dataclasses.asdict(self.collapse) if self.collapse else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: a resumed run keeps the step its collapse was flagged at."""
+        self.last_step = state.get("last_step")
+        self.last_values = dict(state.get("last_values") or {})
+        self.collapse = CollapseEvent(**state["collapse"]) if state.get("collapse") else None
 
     def collapse_error(self, run_dir: Any) -> CollapseDetected:
         """The error the trainer raises after stopping a collapsed run."""

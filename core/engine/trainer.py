@@ -35,7 +35,7 @@ from .loader import InMemoryBatches
 from .monitor import Monitor
 from .optim import build_optimizer, build_scheduler
 from .run_log import Loggers, read_rows
-from .settings import Settings, settings_from_config  # noqa: F401  (settings_from_config: kept importable here)
+from .settings import Settings
 
 CONFIG_NAME = "config.yaml"
 EVAL_BEFORE_NAME = "eval_before.json"
@@ -221,6 +221,7 @@ class Trainer:
             "progress": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
                          "total_steps": self.total_steps, "train_seconds": self.clock.seconds(),
                          "eval_seconds": self.eval_seconds, "curve": self.curve},
+            "monitor": self.monitor.state_dict() if self.monitor is not None else None,
             "config": self.config,
         }
 
@@ -264,6 +265,8 @@ class Trainer:
         self.eval_seconds = float(progress.get("eval_seconds", 0.0))
         self.curve = list(progress.get("curve", []))
         self.clock = TrainingClock(progress.get("train_seconds", 0.0))
+        if self.monitor is not None and state.get("monitor"):
+            self.monitor.load_state_dict(state["monitor"])
         if self.settings.trainer.max_minutes is not None and progress.get("total_steps"):
             self.set_total_steps(max(int(progress["total_steps"]), self.global_step, 1))  # the length it was sized to
 

@@ -25,7 +25,7 @@ __all__ = ["save_curves", "save_embedding_map", "save_loss_curve"]
 PathLike = str | os.PathLike[str]
 
 
-def _save_png(figure: Figure, path: PathLike) -> Path:
+def save_figure(figure: Figure, path: PathLike) -> Path:
     """Render ``figure`` to ``path`` as PNG, creating parent folders; write-then-rename."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def save_loss_curve(
     axes.grid(True, alpha=0.3)
     if title:
         axes.set_title(title)
-    return _save_png(figure, path)
+    return save_figure(figure, path)
 
 
 def save_curves(
@@ -106,7 +106,7 @@ def save_curves(
     axes.legend(fontsize=8)
     if title:
         axes.set_title(title)
-    return _save_png(figure, path)
+    return save_figure(figure, path)
 
 
 def save_knn_curve(curve: Sequence[Mapping[str, float]], path: PathLike, title: str = "") -> Path:
@@ -126,7 +126,7 @@ def save_knn_curve(curve: Sequence[Mapping[str, float]], path: PathLike, title: 
         axes.grid(True, alpha=0.3)
     if title:
         figure.suptitle(title)
-    return _save_png(figure, path)
+    return save_figure(figure, path)
 
 
 def _subsample(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -221,4 +221,4 @@ def save_embedding_map(
         ncol=1 + len(classes) // 25,
         frameon=False,
     )
-    return _save_png(figure, path)
+    return save_figure(figure, path)

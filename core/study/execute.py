@@ -4,8 +4,8 @@
 final; ``interrupted`` is not), ``message`` and the run's metrics (its ``study.csv`` row).
 A run that raises :class:`~selfsup.errors.TrainingDiverged` is ``diverged``, one stopped by
 the collapse monitor (:class:`~selfsup.errors.CollapseDetected`) ``collapsed``; any other
-exception is ``crashed`` (traceback in ``error.txt``) unless the model went non-finite, which
-is ``diverged`` too (a diagnostic's SVD can trip over NaN embeddings before the loss check).
+exception is ``crashed`` (traceback in ``error.txt``). The engine reports non-finite weights
+as divergence wherever it meets them first (the loss check, or the monitor's probe embeddings).
 A collapse flagged without stopping is ``ok`` with ``collapsed`` true and the step.
 """
 
@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..engine import build_trainer
-from ..engine.trainer import EVAL_BEFORE_NAME, METRICS_JSON
+from ..engine import EVAL_BEFORE_NAME, METRICS_JSON, build_trainer
 from ..errors import CollapseDetected, SelfsupError, TrainingDiverged
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -155,33 +154,6 @@ def _record_from_error(status: str, exc: BaseException, trainer: Any, run_dir: P
     )
 
 
-def _diverged(trainer: Any) -> bool:
-    """Whether the trainer's objective went non-finite: a NaN or infinity in a floating parameter
-    or buffer, or in its embeddings of a few of the monitor's probe inputs (weights can stay
-    finite, if huge, while every activation overflows)."""
-    objective = getattr(trainer, "objective", None)
-    if objective is None:
-        return False
-    import torch
-
-    try:
-        with torch.no_grad():
-            if any(t.is_floating_point() and not bool(torch.isfinite(t).all())
-                   for t in objective.state_dict().values() if torch.is_tensor(t)):
-                return True
-            inputs = getattr(getattr(trainer, "monitor", None), "inputs", None)
-            if not torch.is_tensor(inputs) or not callable(getattr(objective, "embed", None)):
-                return False
-            was_training = objective.training
-            objective.eval()
-            try:
-                return not bool(torch.isfinite(objective.embed(inputs[:32]).float()).all())
-            finally:
-                objective.train(was_training)
-    except Exception:  # noqa: BLE001 - a best-effort check of a run that already failed
-        return False
-
-
 def write_record(run_dir: Path, record: RunRecord) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / (RESULT_NAME + ".tmp")
@@ -222,12 +194,7 @@ def execute_run(run: PlannedRun, threads: int | None = None) -> RunRecord:
         write_record(run.run_dir, record)
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of one run is a result; the study goes on
-        # non-finite weights: the loss diverged, and something other than the loss check
-        # (a diagnostic's SVD, the evaluation) tripped over it first
-        status = "diverged" if _diverged(trainer) else "crashed"
-        record = _record_from_error(status, exc, trainer, run.run_dir)
-        if status == "diverged":
-            record.message = f"the model became non-finite by step {record.steps} ({record.message})"
+        record = _record_from_error("crashed", exc, trainer, run.run_dir)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "error.txt").write_text(traceback.format_exc())
     else:

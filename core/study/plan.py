@@ -25,10 +25,7 @@ from typing import Any, Literal
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import apply_overrides, check_top_level, load_pipeline
-from ..engine import build_trainer
-from ..engine.checkpoint import CHECKPOINT_NAME
-from ..engine.pipeline import resolved_config
-from ..engine.settings import settings_from_config
+from ..engine import CHECKPOINT_NAME, build_trainer, resolved_config, settings_from_config
 from ..errors import ConfigError, SelfsupError
 from .execute import RunRecord, read_record
 from .spec import StudySpec, slug
@@ -123,14 +120,17 @@ def plan_study(spec: StudySpec, out_dir: Path | None = None) -> list[PlannedRun]
     as :class:`ConfigError` naming the variant; components are checked by :func:`validate_runs`.
     """
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(spec)
-    base = load_pipeline(spec.pipeline)
+    bases: dict[Path, Any] = {}
     runs: list[PlannedRun] = []
     for variant in spec.variants:
+        pipeline = variant.pipeline or spec.pipeline
+        if pipeline not in bases:
+            bases[pipeline] = load_pipeline(pipeline)
         for seed in spec.seeds:
             overrides = [*spec.overrides, *spec.budget.overrides(), *variant.overrides, f"seed={seed}"]
             try:
-                cfg = apply_overrides(base, overrides)
-                check_top_level(cfg, source=str(spec.pipeline))
+                cfg = apply_overrides(bases[pipeline], overrides)
+                check_top_level(cfg, source=str(pipeline))
                 cfg = _with_study_diagnostics(cfg)
                 resolved = resolved_config(cfg, settings_from_config(cfg))
             except ConfigError as exc:

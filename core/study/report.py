@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.plots import _save_png
+from ..evaluation import save_figure
 from .execute import RunRecord
 from .plan import PlannedRun
 from .spec import StudySpec, join_overrides
@@ -222,7 +222,7 @@ def write_plot(spec: StudySpec, rows: Sequence[Mapping[str, Any]],
     curves.set_title("kNN accuracy during training", fontsize=10)
     curves.grid(alpha=0.3)
     figure.suptitle(f"study {spec.name}", fontsize=11)
-    return _save_png(figure, path)
+    return save_figure(figure, path)
 
 
 def write_report(spec: StudySpec, runs: Sequence[PlannedRun], records: Mapping[str, RunRecord],

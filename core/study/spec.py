@@ -13,6 +13,7 @@ the metric the plot compares::
     variants:
       - {name: simsiam, overrides: []}
       - {name: no_stop_gradient, overrides: [objective.stop_gradient=false]}
+      - {name: other, pipeline: other.yaml, overrides: []}   # a base pipeline of its own
     grid:                                   # optional
       objective.sampler.name: [in_batch, momentum_queue]
 
@@ -39,7 +40,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ..errors import ConfigError, did_you_mean
 
 STUDY_KEYS = ("name", "description", "pipeline", "overrides", "budget", "seeds", "metric", "variants", "grid")
-VARIANT_KEYS = ("name", "overrides")
+VARIANT_KEYS = ("name", "overrides", "pipeline")
 BUDGET_KEYS = ("steps", "minutes")
 METRICS = ("knn_acc", "linear_acc")
 
@@ -75,10 +76,12 @@ class Budget:
 
 @dataclass(frozen=True)
 class Variant:
-    """One named variant: overrides of the base pipeline (after the study's own)."""
+    """One named variant: overrides of the base pipeline (after the study's own); ``pipeline``:
+    a base pipeline of its own instead of the study's (e.g. a method with another encoder)."""
 
     name: str
     overrides: tuple[str, ...] = ()
+    pipeline: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -206,8 +209,19 @@ def _variants(value: Any, path: Path) -> list[Variant]:
         name = item.get("name")
         if not isinstance(name, str) or not name.strip():
             raise _error(path, f"{key}.name", f"expected a non-empty string, got {name!r}")
-        out.append(Variant(name.strip(), _overrides(item.get("overrides"), f"{key}.overrides", path)))
+        pipeline = _pipeline_path(item["pipeline"], f"{key}.pipeline", path) if "pipeline" in item else None
+        out.append(Variant(name.strip(), _overrides(item.get("overrides"), f"{key}.overrides", path), pipeline))
     return out
+
+
+def _pipeline_path(value: Any, key: str, path: Path) -> Path:
+    """A pipeline file named in the study file, relative to it; it must exist."""
+    if not isinstance(value, str) or not value:
+        raise _error(path, key, f"expected the path of a pipeline YAML (relative to the study file), got {value!r}")
+    resolved = Path(value) if Path(value).is_absolute() else path.parent / value
+    if not resolved.is_file():
+        raise _error(path, key, f"{value!r} does not exist (looked for {resolved})")
+    return resolved
 
 
 def _grid(value: Any, path: Path) -> list[tuple[str, list[Any]]]:
@@ -238,7 +252,8 @@ def expand(variants: list[Variant] | None, grid: list[tuple[str, list[Any]]] | N
         points.append((",".join(pairs), tuple(pairs)))
     if not variants:
         return [Variant(name, overrides) for name, overrides in points]
-    return [Variant(f"{v.name}/{name}", v.overrides + overrides) for v in variants for name, overrides in points]
+    return [Variant(f"{v.name}/{name}", v.overrides + overrides, v.pipeline) for v in variants
+            for name, overrides in points]
 
 
 # --------------------------------------------------------------------------- loading
@@ -258,13 +273,7 @@ def parse_study(node: Mapping[str, Any], path: Path) -> StudySpec:
     description = node.get("description") or ""
     if not isinstance(description, str):
         raise _error(path, "description", f"expected a string, got {description!r}")
-    pipeline = node.get("pipeline")
-    if not isinstance(pipeline, str) or not pipeline:
-        raise _error(path, "pipeline", f"expected the path of the base pipeline YAML (relative to the study "
-                     f"file), got {pipeline!r}")
-    pipeline_path = (path.parent / pipeline) if not Path(pipeline).is_absolute() else Path(pipeline)
-    if not pipeline_path.is_file():
-        raise _error(path, "pipeline", f"{pipeline!r} does not exist (looked for {pipeline_path})")
+    pipeline_path = _pipeline_path(node.get("pipeline"), "pipeline", path)
     metric = node.get("metric", "knn_acc")
     if metric not in METRICS:
         raise _error(path, "metric", f"expected one of {', '.join(METRICS)}, got {metric!r}."

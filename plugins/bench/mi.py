@@ -152,7 +152,7 @@ def save_plot(runs: list[Run], stages: list[float], steps_per_stage: int, path: 
     """Estimate against step per (critic, batch size) panel, with the truth and log(batch)."""
     from matplotlib.figure import Figure
 
-    from selfsup.evaluation.plots import _save_png
+    from selfsup.evaluation import save_figure
 
     critics = sorted({r.critic for r in runs}, key=CRITICS.index)
     batches = sorted({r.batch_size for r in runs})
@@ -175,7 +175,7 @@ def save_plot(runs: list[Run], stages: list[float], steps_per_stage: int, path: 
             ax.grid(True, alpha=0.3)
         axes[r_i][0].set_ylabel("MI estimate (nats)")
     axes[0][-1].legend(loc="upper left", fontsize="small")
-    return _save_png(figure, path)
+    return save_figure(figure, path)
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

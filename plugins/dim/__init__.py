@@ -1,5 +1,5 @@
 """The Deep InfoMax bundle: DIM encoders, learned critics, adversarial prior matching, the
-``dim`` objective and the ``dim`` benchmark (``bench mi`` lives in ``selfsup.plugins.bench``)."""
+``dim`` objective. Its study: ``examples/studies/dim_variants.yaml``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from selfsup.registry import Registry
 
 
 def register(registry: Registry) -> None:
-    from .bench_dim import main as bench_dim
     from .critics import ConcatCritic, SeparableCritic
     from .encoders import DIMConvEncoder
     from .objective import DeepInfoMax
@@ -18,4 +17,3 @@ def register(registry: Registry) -> None:
     registry.register("critic", "concat", ConcatCritic)
     registry.register("prior", "adversarial", AdversarialPrior)
     registry.register("objective", "dim", DeepInfoMax)
-    registry.register("benchmark", "dim", bench_dim)

@@ -9,9 +9,6 @@ from .v3 import MoCoV3
 
 
 def register(registry: Registry) -> None:
-    from .bench import bench_samplers
-
     registry.register("objective", "moco", MoCo)
     registry.register("objective", "moco_v2", moco_v2)
     registry.register("objective", "moco_v3", MoCoV3)
-    registry.register("benchmark", "samplers", bench_samplers)

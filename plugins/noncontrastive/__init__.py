@@ -1,9 +1,10 @@
 """Two-view bundles without (or, for SimCLR, beside) explicit negatives.
 
 ``simclr`` (NT-Xent, the contrastive reference), ``byol``, ``simsiam``, ``barlow_twins`` and
-``vicreg``; each loss is a pure function in its module, wrapped by the bundle. Benchmarks:
-``selfsup bench noncontrastive`` (Fashion-MNIST) and ``selfsup bench collapse`` (SimSiam
-with and without stop-gradient / predictor).
+``vicreg``; each loss is a pure function in its module, wrapped by the bundle. Their
+studies: ``examples/studies/noncontrastive_fashion.yaml`` (Fashion-MNIST) and
+``examples/studies/collapse_simsiam.yaml`` (SimSiam with and without stop-gradient or
+predictor).
 """
 
 from __future__ import annotations
@@ -23,7 +24,3 @@ def register(registry: Registry) -> None:
     registry.register("objective", "simsiam", SimSiam)
     registry.register("objective", "barlow_twins", BarlowTwins)
     registry.register("objective", "vicreg", VICReg)
-    from . import benchmark, collapse_study
-
-    registry.register("benchmark", "noncontrastive", benchmark.main)
-    registry.register("benchmark", "collapse", collapse_study.main)

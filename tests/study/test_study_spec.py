@@ -106,7 +106,7 @@ def test_slug_is_file_name_safe():
         ("pipeline: base.yaml\nvariants: [{name: a}]\nseeds: [1, 1]\n", "seeds: lists a seed twice"),
         ("pipeline: base.yaml\nvariants: [{name: a}]\nmetric: knn\n", "metric: expected one of knn_acc, linear_acc"),
         ("pipeline: nowhere.yaml\nvariants: [{name: a}]\n", "pipeline: 'nowhere.yaml' does not exist"),
-        ("variants: [{name: a}]\n", "pipeline: expected the path of the base pipeline"),
+        ("variants: [{name: a}]\n", "pipeline: expected the path of a pipeline YAML"),
         ("pipeline: base.yaml\ngrid: {optim.lr: []}\n", "grid.optim.lr: expected a non-empty list"),
         ("pipeline: base.yaml\ngrid: {optim.lr: 0.1}\n", "grid.optim.lr: expected a non-empty list"),
         ("pipeline: base.yaml\nvariants: [{name: a}]\noverrides: [nonsense]\n", "overrides.0: expected an override"),
@@ -135,3 +135,18 @@ def test_command_line_budget_must_be_positive(tmp_path):
     path = write_study(tmp_path, "pipeline: base.yaml\nvariants: [{name: a}]\n")
     with pytest.raises(ConfigError, match="--steps: must be > 0"):
         load_study(path, steps=0)
+
+
+def test_a_variant_may_name_a_base_pipeline_of_its_own(tmp_path):
+    from selfsup.study.plan import plan_study
+
+    (tmp_path / "dim.yaml").write_text("objective: {name: dim, preset: G}\n")
+    path = write_study(tmp_path, "pipeline: base.yaml\nvariants:\n  - {name: moco}\n"
+                                 "  - {name: dim, pipeline: dim.yaml, overrides: [objective.preset=L]}\n"
+                                 "grid: {seed: [0]}\n")
+    spec = load_study(path)
+    assert [v.pipeline for v in spec.variants] == [None, tmp_path / "dim.yaml"]  # kept through the grid
+    runs = plan_study(spec, tmp_path / "out")
+    assert [r.resolved["objective"] for r in runs] == [{"name": "moco"}, {"name": "dim", "preset": "L"}]
+    with pytest.raises(ConfigError, match=r"variants\.0\.pipeline: 'nope\.yaml' does not exist"):
+        load_study(write_study(tmp_path, "pipeline: base.yaml\nvariants: [{name: a, pipeline: nope.yaml}]\n"))

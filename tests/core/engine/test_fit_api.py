@@ -166,3 +166,32 @@ def test_nothing_outside_the_engine_drives_the_trainer_through_private_members()
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+class StopAt(RecordingCallback):
+    """Requests a stop once the trainer reaches ``step`` (what SIGINT does)."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_step(self, trainer, logs):
+        if trainer.global_step == self.step:
+            trainer.request_stop()
+
+
+def test_resume_keeps_the_clock_the_curve_and_the_collapse_step(tmp_path, registry):
+    overrides = dict(trainer__max_steps=12, trainer__log_every=2, eval__every_epochs=None, trainer__eval_before=True,
+                     monitor={"diagnostics": ["embedding_std"], "every": 2, "probe_size": 32, "collapse_std": 1.0})
+    first = trainer_for(tmp_path, registry, **overrides)
+    stopped = first.add_callback(StopAt(6)).fit()
+    assert stopped.interrupted and stopped.steps == 6
+    assert stopped.monitor is None and stopped.after is None
+    second = trainer_for(tmp_path, registry, **overrides)
+    events = RecordingCallback()
+    result = second.add_callback(events).fit(resume=True)
+    assert events.events[0] == ("fit_start", True) and result.steps == 12 and not result.interrupted
+    assert result.train_seconds > stopped.train_seconds  # the clock went on from where it stopped
+    assert result.curve[0] == stopped.curve[0] and result.curve[0]["step"] == 0  # random init, from the first part
+    assert result.monitor["collapse"]["step"] == 2  # flagged before the stop, not again after it
+    assert not events.messages["warning"]  # already flagged: no second warning

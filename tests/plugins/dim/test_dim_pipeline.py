@@ -70,4 +70,4 @@ def test_bad_dim_parameter_names_its_key_path(tmp_path):
 
 def test_dim_bundle_is_registered(registry):
     assert ("objective", "dim") in registry and ("encoder", "dim_conv") in registry
-    assert ("benchmark", "mi") in registry and ("benchmark", "dim") in registry
+    assert ("critic", "separable") in registry and ("critic", "concat") in registry and ("prior", "adversarial") in registry

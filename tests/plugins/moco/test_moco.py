@@ -32,7 +32,6 @@ def _one_thread(_few_threads):
 
 def test_presets_are_registered(registry):
     assert {"moco", "moco_v2", "moco_v3"} <= set(registry.names("objective"))
-    assert "samplers" in registry.names("benchmark")
 
 
 def test_moco_v2_preset_sets_the_paper_defaults(registry):
@@ -104,27 +103,3 @@ def test_examples_build_and_train_a_few_steps(tmp_path, registry, example):
     trainer = build_trainer(cfg, registry, run_dir=tmp_path / "run")
     result = trainer.fit()
     assert result.steps == 2 and (tmp_path / "run" / "checkpoint.pt").exists()
-
-
-def test_sampler_benchmark_runs_and_writes_its_table(tmp_path, capsys):
-    from selfsup.plugins.moco.bench import bench_samplers
-
-    code = bench_samplers(["--encoder", "small_conv", "--sizes", "32", "--batch-size", "8", "--image-size", "8", "--width", "2", "--dim", "4",
-                           "--bank-size", "50", "--steps", "2", "--warmup", "1", "--csv", str(tmp_path / "t.csv")])
-    assert code == 0
-    lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert lines[0].startswith("sampler,negatives,median_ms,relative")
-    assert [line.split(",")[:2] for line in lines[1:]] == [["in_batch", "7"], ["momentum_queue", "32"],
-                                                           ["memory_bank", "32"]]
-    assert "vs in_batch" in capsys.readouterr().out
-
-
-def test_sampler_benchmark_default_encoder_is_resnet18(capsys):
-    from selfsup.plugins.moco.bench import bench_samplers
-
-    code = bench_samplers(["--sizes", "16", "--batch-size", "4", "--image-size", "8", "--dim", "4",
-                           "--bank-size", "20", "--steps", "1", "--warmup", "0"])
-    assert code == 0
-    out = capsys.readouterr().out
-    assert "resnet18 (small-image stem) on 4 x 8x8" in out
-    assert out.count("momentum_queue") == 1 and out.count("memory_bank") == 1
