@@ -8,6 +8,7 @@
     selfsup plugins check [PACKAGE]                 the conformance kit, pass/fail table
     selfsup new-plugin NAME [--dir DIR]             a plugin package skeleton
     selfsup config show PIPELINE [overrides]        the resolved pipeline
+    selfsup study STUDY.yaml [--minutes M] [--jobs N]  variants x seeds of a pipeline, tabulated
     selfsup bench NAME [args]                       a registered benchmark
 """
 
@@ -20,7 +21,6 @@ from pathlib import Path
 from .errors import SelfsupError
 from .plugin_commands import add_parsers as add_plugin_parsers
 from .plugin_commands import warn_plugin_failures
-from .plugin_commands import describe_parameters  # noqa: F401  (public helper, kept importable here)
 from .study.cli import add_parser as add_study_parser
 
 EXIT_USER_ERROR = 2

@@ -11,12 +11,11 @@ augmentations live in plugins and are registered under the kinds ``dataset`` and
 
 from __future__ import annotations
 
-import abc
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 
 @dataclass
@@ -179,15 +178,3 @@ class DataSplits:
             else {"in_channels": self.in_channels, "image_size": self.image_size}
         )
         return {**shape, "num_classes": self.num_classes, "num_train": len(self.train)}
-
-
-class ViewTransform(nn.Module, abc.ABC):
-    """Batch-wise augmentation on the training device: one batch -> several views.
-
-    Randomness comes only from the ``generator`` argument, so a run is reproducible and a
-    resumed run draws the same augmentations.
-    """
-
-    @abc.abstractmethod
-    def forward(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> list[Tensor]:
-        """images ``[N, C, H, W]`` float in [0, 1] -> ``num_views`` tensors ``[N, C, H, W]``."""

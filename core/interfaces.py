@@ -1,4 +1,5 @@
-"""The five part interfaces, the bundle interface and the small dataclasses between them.
+"""The five part interfaces, the bundle interface, the interfaces of the other component
+kinds (view transform, diagnostic, metrics logger) and the small dataclasses between them.
 
 A training step flows
 
@@ -281,6 +282,53 @@ class MetricsLogger(abc.ABC):
 
     def close(self) -> None:
         """Flush and release files; called once at the end of ``fit`` (also on errors)."""
+
+
+class ViewTransform(nn.Module, abc.ABC):
+    """Batch-wise augmentation on the training device: one batch -> several views.
+
+    Randomness comes only from the ``generator`` argument, so a run is reproducible and a
+    resumed run draws the same augmentations.
+    """
+
+    @abc.abstractmethod
+    def forward(self, images: Tensor, num_views: int, generator: torch.Generator | None = None) -> list[Tensor]:
+        """images ``[N, C, H, W]`` float in [0, 1] -> ``num_views`` tensors ``[N, C, H, W]``."""
+
+
+@dataclass
+class ProbeEmbeddings:
+    """What a diagnostic measures: embeddings of the monitor's fixed probe batch.
+
+    embeddings: ``[N, D]`` of the un-augmented probe inputs, from ``monitor.source``
+        (``objective.embed`` or ``objective.project``).
+    view1, view2: ``[N, D]`` of two augmented views, same source (row i of each is a positive
+        pair), or ``None`` when the pipeline has no augmentation.
+    labels: ``[N]`` class labels of the probe samples (-1 where unknown), or ``None``.
+    representation: ``[N, D']`` ``objective.embed`` of the probe inputs (the same tensor as
+        ``embeddings`` when the source is ``embed``): what label-based diagnostics score.
+    """
+
+    embeddings: Tensor
+    view1: Tensor | None = None
+    view2: Tensor | None = None
+    labels: Tensor | None = None
+    representation: Tensor | None = None
+
+
+class Diagnostic(abc.ABC):
+    """A measurement of embeddings (registry kind ``diagnostic``): ProbeEmbeddings -> float.
+
+    ``needs_views`` / ``needs_labels`` say whether it reads ``view1``/``view2`` or ``labels``;
+    the monitor checks them before training starts.
+    """
+
+    needs_views: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def __call__(self, probe: ProbeEmbeddings) -> float:
+        ...
 
 
 #: Interface class of each part kind. The config builder uses it to build a parameter

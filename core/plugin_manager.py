@@ -24,7 +24,7 @@ ENTRY_POINT_GROUP = "selfsup.plugins"
 AUTOLOAD_ENV = "SELFSUP_DISABLE_PLUGIN_AUTOLOAD"
 STRICT_ENV = "SELFSUP_STRICT_PLUGINS"
 BUILTIN_DISTRIBUTION = "selfsup"
-BUILTIN_MODULE = "selfsup.plugins"
+BUILTIN_MODULE = "selfsup.plugins.plugin"
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,7 @@
 """selfsup's built-in plugin: every concrete part and bundle.
 
 It registers through the ``selfsup.plugins`` entry-point group exactly as a third-party
-package does (see pyproject.toml). Each subpackage exposes ``register(registry)``.
+package does (see pyproject.toml): the entry point names :mod:`selfsup.plugins.plugin`, whose
+``selfsup_register`` hook calls ``register(registry)`` of each subpackage. This package
+itself imports nothing, so a part (``selfsup.plugins.common.samplers``) loads only what it uses.
 """
-
-from __future__ import annotations
-
-from selfsup.hookspecs import hookimpl
-from selfsup.registry import Registry
-
-
-@hookimpl
-def selfsup_register(registry: Registry) -> None:
-    from . import common, data, encoders, moco
-    from . import diagnostics, noncontrastive
-    from . import dim
-    from . import angular, multimodal
-    from . import loggers
-    from . import bench
-
-    for subpackage in (common, data, encoders, moco, diagnostics, noncontrastive, dim, angular, multimodal, loggers, bench):
-        subpackage.register(registry)

@@ -22,7 +22,10 @@ HEADER = """\
 
 
 def main() -> None:
-    registry = load_registry(autoload=False).registry
+    loaded = load_registry(autoload=False)
+    if loaded.failures:  # a broken built-in would silently empty the catalogue
+        raise SystemExit("could not load selfsup's own plugin: " + "; ".join(f.reason for f in loaded.failures))
+    registry = loaded.registry
     catalogue: dict = {}
     for entry in registry.list():
         if entry.provider.package == "selfsup":

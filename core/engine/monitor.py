@@ -13,61 +13,25 @@ The core never imports plugins: diagnostics are built through the registry by na
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..config import MonitorConfig, build
-from ..data import DataSplits, ViewTransform
+from ..data import DataSplits
 from ..errors import CollapseDetected, ConfigError, TrainingDiverged
 from ..evaluation import extract_features
-from ..interfaces import Objective
+from ..interfaces import Diagnostic, Objective, ProbeEmbeddings, ViewTransform
 from ..registry import Registry
 
 #: The diagnostic names the collapse thresholds compare against.
 STD_METRIC = "embedding_std"
 RANK_METRIC = "effective_rank"
-
-
-@dataclass
-class ProbeEmbeddings:
-    """What a diagnostic measures: embeddings of the monitor's fixed probe batch.
-
-    embeddings: ``[N, D]`` of the un-augmented probe inputs, from ``monitor.source``
-        (``objective.embed`` or ``objective.project``).
-    view1, view2: ``[N, D]`` of two augmented views, same source (row i of each is a positive
-        pair), or ``None`` when the pipeline has no augmentation.
-    labels: ``[N]`` class labels of the probe samples (-1 where unknown), or ``None``.
-    representation: ``[N, D']`` ``objective.embed`` of the probe inputs (the same tensor as
-        ``embeddings`` when the source is ``embed``): what label-based diagnostics score.
-    """
-
-    embeddings: Tensor
-    view1: Tensor | None = None
-    view2: Tensor | None = None
-    labels: Tensor | None = None
-    representation: Tensor | None = None
-
-
-class Diagnostic(abc.ABC):
-    """A measurement of embeddings (registry kind ``diagnostic``): ProbeEmbeddings -> float.
-
-    ``needs_views`` / ``needs_labels`` say whether it reads ``view1``/``view2`` or ``labels``;
-    the monitor checks them before training starts.
-    """
-
-    needs_views: ClassVar[bool] = False
-    needs_labels: ClassVar[bool] = False
-
-    @abc.abstractmethod
-    def __call__(self, probe: ProbeEmbeddings) -> float:
-        ...
 
 
 @dataclass

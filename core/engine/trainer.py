@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ..data import DataSplits, ViewTransform
+from ..data import DataSplits
+from ..interfaces import ViewTransform
 from ..errors import ConfigError, SelfsupError, TrainingDiverged
 from ..interfaces import Batch, MetricsLogger, Objective
 from ..profiling import phase
 from . import checkpoint as ckpt
-from . import distributed
+from .. import distributed
 from .budget import EvaluationTimes, MinutesBudget, TrainingClock
 from .device import to_channels_last, check_compiler, autocast_dtype, compile_encoders, select_device
 from .evaluate import evaluate
@@ -81,7 +82,7 @@ class Trainer:
     run_dir: where config, metrics, checkpoints, encoder export and plots go.
     config: the resolved pipeline (plain dict), saved as ``config.yaml`` for reproduction.
 
-    Under ``torchrun`` (see :mod:`selfsup.engine.distributed`) each process trains on its
+    Under ``torchrun`` (see :mod:`selfsup.distributed`) each process trains on its
     shard of every global batch of ``data.batch_size``; gradients of the objective's
     optimised parameters are averaged by DDP (momentum encoders are not wrapped); the
     augmentation generator and the global torch RNG differ per rank (seeded from ``seed``

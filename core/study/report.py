@@ -189,10 +189,22 @@ def write_plot(spec: StudySpec, rows: Sequence[Mapping[str, Any]],
         means.append(statistics.fmean(values) if values else 0.0)
         errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
     positions = list(range(len(names)))
-    bars.bar(positions, means, yerr=errors if any(errors) else None, capsize=4, color=[colour[n] for n in names])
+    # zoom on the measured range, with the random-init baseline as a dashed line
+    measured = [m for name, m in zip(names, means) if _values(groups[name], column)]
+    init = [100 * v for name in names for v in _values(groups[name], f"{column}_init")]
+    floor = max(0.0, min(measured + init) - 5) if measured else 0.0
+    if measured:
+        bars.set_ylim(floor, min(100.0, max(m + e for m, e in zip(means, errors)) + 3))
+    if init:
+        bars.axhline(statistics.fmean(init), linestyle="--", color="black", linewidth=1, zorder=3)
+        bars.annotate("random init", (0.99, statistics.fmean(init)), xycoords=("axes fraction", "data"),
+                      fontsize=8, ha="right", va="bottom", zorder=3)
+    heights = [m - floor if m else 0.0 for m in means]
+    bars.bar(positions, heights, bottom=floor, yerr=errors if any(errors) else None, capsize=4,
+             color=[colour[n] for n in names])
     for x, name, mean, error in zip(positions, names, means, errors):
         if not _values(groups[name], column):  # no finished run: say why instead of a bar
-            bars.annotate(_status_cell(groups[name]), (x, 0), ha="center", va="bottom", rotation=90, fontsize=8)
+            bars.annotate(_status_cell(groups[name]), (x, floor), ha="center", va="bottom", rotation=90, fontsize=8)
         else:
             bars.annotate(f"{mean:.1f}", (x, mean + error), ha="center", va="bottom", fontsize=8,
                           xytext=(0, 2), textcoords="offset points")

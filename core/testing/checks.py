@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data import ViewTransform
+from ..interfaces import ViewTransform
 from ..interfaces import (
     Batch, Critic, Encoder, Estimate, Features, MetricsLogger, MIEstimator, NegativeSampler, Objective, PriorMatcher,
     Scores, StepOutput,

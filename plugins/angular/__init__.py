@@ -7,7 +7,6 @@ from selfsup.registry import Registry
 
 def register(registry: Registry) -> None:
     from . import estimators
-    from .bench import main as bench_main
     from .classifier import ArcFace, CosFace, SoftmaxCE, SphereFace, SphericalClassifier
 
     estimators.register(registry)
@@ -16,4 +15,3 @@ def register(registry: Registry) -> None:
     registry.register("objective", "cosface", CosFace)
     registry.register("objective", "sphereface", SphereFace)
     registry.register("objective", "softmax_ce", SoftmaxCE)
-    registry.register("benchmark", "angular", bench_main)

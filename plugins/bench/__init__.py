@@ -1,16 +1,37 @@
-"""The benchmarks that are not studies of one bundle: ``selfsup bench step`` (images/s and
-what the framework costs beyond the networks) and ``selfsup bench mi`` (MI estimators against a
-known answer). They use bundles and the engine's public API only; ``timing`` holds the clock
-plumbing they share."""
+"""The benchmarks: ``selfsup bench step`` (images/s and what the framework costs beyond the
+networks), ``selfsup bench mi`` (MI estimators against a known answer) and ``selfsup bench
+angular`` (margin objectives on multimodal digits). They import bundles and the engine's
+public API; no bundle imports them, and registering them imports none of their modules
+(``selfsup train`` never loads a benchmark). ``timing`` holds the clock plumbing they share.
+"""
 
 from __future__ import annotations
 
 from selfsup.registry import Registry
 
 
-def register(registry: Registry) -> None:
-    from . import mi, step
+def run_step(argv: list[str]) -> int:
+    """images/s, per-phase breakdown and step/floor ratio of a pipeline."""
+    from .step import main
 
-    registry.register("benchmark", "step", step.main, summary="images/s, per-phase breakdown and step/floor ratio of a pipeline")
-    registry.register("benchmark", "mi", mi.main, summary="Known-answer MI benchmark on correlated Gaussians: "
-                      "estimate vs truth per estimator and critic.")
+    return main(argv)
+
+
+def run_mi(argv: list[str]) -> int:
+    """Known-answer MI benchmark on correlated Gaussians: estimate vs truth per estimator and critic."""
+    from .mi import main
+
+    return main(argv)
+
+
+def run_angular(argv: list[str]) -> int:
+    """Angular-margin objectives and the pairwise baseline on multi-view digits: accuracy, angles, cost."""
+    from .angular import main
+
+    return main(argv)
+
+
+def register(registry: Registry) -> None:
+    registry.register("benchmark", "step", run_step)
+    registry.register("benchmark", "mi", run_mi)
+    registry.register("benchmark", "angular", run_angular)

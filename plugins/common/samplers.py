@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.engine import distributed
+from selfsup import distributed
 from selfsup.interfaces import Critic, NegativeSampler, Scores
 from selfsup.registry import Registry
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from selfsup.data import ViewTransform
+from selfsup.interfaces import ViewTransform
 from selfsup.errors import ConfigError
 from selfsup.registry import Registry
 

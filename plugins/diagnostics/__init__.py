@@ -10,7 +10,7 @@ runs them on a fixed probe batch::
 
 from __future__ import annotations
 
-from selfsup.engine.monitor import Diagnostic, ProbeEmbeddings
+from selfsup.interfaces import Diagnostic, ProbeEmbeddings
 from selfsup.registry import Registry
 
 from . import functional

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.engine import distributed
+from selfsup import distributed
 from selfsup.interfaces import Critic, Encoder, MIEstimator, NegativeSampler, Objective, Scores
 from selfsup.profiling import phase
 

@@ -26,9 +26,10 @@ def test_bench_package_uses_the_trainers_public_api_only():
     assert not found, "private Trainer use or counter writes in plugins/bench:\n" + "\n".join(found)
 
 
-def test_step_and_mi_are_registered_from_the_bench_package(registry):
-    for name in ("step", "mi"):
-        assert registry.get("benchmark", name).target.startswith(f"selfsup.plugins.bench.{name}:")
+def test_benchmarks_are_registered_from_the_bench_package(registry):
+    assert sorted(registry.names("benchmark")) == ["angular", "mi", "step"]
+    for name in ("step", "mi", "angular"):
+        assert registry.get("benchmark", name).target == f"selfsup.plugins.bench:run_{name}"
 
 
 def test_rotating_rounds_start_each_round_one_member_later():

@@ -59,4 +59,4 @@ def test_wheel_contains_plugins_and_catalogue(tmp_path):
     assert not any(n.startswith(("core/", "plugins/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "[selfsup.plugins]" in text and "builtin = selfsup.plugins" in text
+    assert "[selfsup.plugins]" in text and "builtin = selfsup.plugins.plugin" in text

@@ -11,7 +11,7 @@ from selfsup.errors import PluginError
 
 def test_builtins_come_through_the_entry_point_group():
     eps = [ep for ep in metadata.entry_points(group="selfsup.plugins") if ep.dist and ep.dist.name == "selfsup"]
-    assert [ep.value for ep in eps] == ["selfsup.plugins"]
+    assert [ep.value for ep in eps] == ["selfsup.plugins.plugin"]
     loaded = pm.load_registry(autoload=False)
     entry = loaded.registry.get("objective", "moco")
     assert entry.provider.package == "selfsup" and entry.provider.version == metadata.version("selfsup")

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from selfsup.engine import build_trainer, distributed
+from selfsup import distributed
+from selfsup.engine import build_trainer
 from selfsup.plugin_manager import load_registry
 from selfsup.plugins.common.critics import DotCritic
 from selfsup.plugins.common.estimators import InfoNCE

@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from support import RecordingCallback, tiny_pipeline
 from selfsup.engine import build_trainer
-from selfsup.engine.monitor import CollapseDetected, ProbeEmbeddings
+from selfsup.errors import CollapseDetected
+from selfsup.interfaces import ProbeEmbeddings
 from selfsup.errors import ConfigError
 
 DIAGNOSTICS = ["embedding_std", "effective_rank", "alignment", "uniformity"]

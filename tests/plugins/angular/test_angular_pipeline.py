@@ -1,8 +1,7 @@
-"""The example pipeline trains from YAML through the engine; the benchmark's defaults match it."""
+"""The example pipeline trains from YAML through the engine."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -11,7 +10,6 @@ from omegaconf import OmegaConf
 
 from selfsup.engine import build_trainer
 from selfsup.errors import ConfigError
-from selfsup.plugins.angular.bench import DEFAULT_PIPELINE, main
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "angular_multimodal.yaml"
 
@@ -23,10 +21,6 @@ def _tiny(tmp_path, **objective) -> dict:
     cfg["trainer"].update(epochs=1, max_steps=3, progress=False, eval_before=False, out_dir=str(tmp_path))
     cfg["eval"].update(plots=False)
     return cfg
-
-
-def test_benchmark_defaults_are_the_example_pipeline() -> None:
-    assert OmegaConf.to_container(OmegaConf.load(EXAMPLE)) == DEFAULT_PIPELINE
 
 
 @pytest.mark.parametrize("name", ["arcface", "pairwise_contrastive"])
@@ -58,24 +52,6 @@ def test_supervised_objective_rejects_unlabelled_data(registry, tmp_path) -> Non
     cfg["data"]["dataset"] = {"name": "multimodal_arrays", "path": str(path), "modalities": ["a"], "labels_key": "y"}
     with pytest.raises(ConfigError, match="supervised and needs a label for every training sample"):
         build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "x")
-
-
-@pytest.mark.slow
-def test_benchmark_command_runs_and_writes_its_files(tmp_path, capsys) -> None:
-    cfg = copy.deepcopy(DEFAULT_PIPELINE)
-    cfg["data"]["dataset"] = {"name": "multiview_digits", "modalities": ["rows", "columns", "spectrum"]}
-    cfg["objective"]["encoder"].update(dim=16, heads=2)
-    path = tmp_path / "bench.yaml"
-    OmegaConf.save(OmegaConf.create(cfg), path)
-    code = main(["--config", str(path), "--epochs", "1", "--methods", "arcface,softmax_ce",
-                 "--timing-epochs", "1", "--out-dir", str(tmp_path / "out")])
-    printed = capsys.readouterr().out
-    assert code == 0
-    assert "| arcface |" in printed and "| softmax_ce |" in printed and "s/epoch M=3" in printed
-    assert "inter/intra angle ratio" in printed
-    assert (tmp_path / "out" / "accuracy_vs_time.png").stat().st_size > 1000
-    rows = (tmp_path / "out" / "angular_bench.csv").read_text().splitlines()
-    assert rows[0] == "method,epoch,train_seconds,proto_acc,knn_acc" and len(rows) == 3
 
 
 def test_channels_last_leaves_multimodal_batches_alone(registry, tmp_path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .bench import MethodResult
+    from .angular import MethodResult
 
 ANGULAR = ("arcface", "cosface", "sphereface")
 

@@ -27,8 +27,8 @@ from selfsup.engine.settings import settings_from_config
 from selfsup.evaluation import extract_features, knn_accuracy
 from selfsup.interfaces import Batch, Objective
 
-from .classifier import SphericalClassifier
-from .metrics import class_angles, class_means, nearest_prototype_accuracy
+from ..angular.classifier import SphericalClassifier
+from ..angular.metrics import class_angles, class_means, nearest_prototype_accuracy
 
 #: The pipeline the benchmark trains when no --config is given (examples/angular_multimodal.yaml holds the same).
 DEFAULT_PIPELINE: dict[str, Any] = {
@@ -187,7 +187,7 @@ def main(argv: list[str]) -> int:
 
     from selfsup.plugin_manager import default_registry
 
-    from .bench_report import print_table, save_csv, save_curves
+    from .angular_report import print_table, save_csv, save_curves
 
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]

@@ -26,8 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..interfaces import StepOutput
+from .errors import ConfigError
+from .interfaces import StepOutput
 
 
 @dataclass(frozen=True)
