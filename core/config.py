@@ -252,7 +252,7 @@ def section(cfg: DictConfig | Mapping, name: str) -> Any:
 
 
 # --------------------------------------------------------------------------- types
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if typing.get_origin(tp) is Literal:
@@ -294,7 +294,7 @@ def check_type(value: Any, tp: Any) -> bool:
     return True
 
 
-def _part_kind(tp: Any) -> str | None:
+def part_kind(tp: Any) -> str | None:
     """The registry kind whose interface ``tp`` (possibly Optional) names, else None."""
     candidates = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
     for candidate in candidates:
@@ -304,7 +304,7 @@ def _part_kind(tp: Any) -> str | None:
     return None
 
 
-def _signature(factory: Callable) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+def parameters_of(factory: Callable) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
     target = factory.__init__ if isinstance(factory, type) else factory
     sig = inspect.signature(factory)
     try:
@@ -334,7 +334,7 @@ def validate_params(
     Nested part parameters (annotated with a part interface) are built recursively from
     their ``{name: ...}`` mapping when ``registry`` is given.
     """
-    params, hints = _signature(factory)
+    params, hints = parameters_of(factory)
     context = context or {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(factory).parameters.values())
     out: dict[str, Any] = {}
@@ -349,7 +349,7 @@ def validate_params(
                 f"{key_path}: unknown parameter of {what}.{did_you_mean(str(key), params)} Allowed: {allowed}."
             )
         tp = hints.get(key, params[key].annotation)
-        kind = _part_kind(tp)
+        kind = part_kind(tp)
         if kind is not None and value is not None:
             if registry is None:
                 out[key] = value
@@ -360,7 +360,7 @@ def validate_params(
             raise ConfigError(f"{key_path}: required value is missing ('???') for {what}.")
         if not check_type(value, tp):
             raise ConfigError(
-                f"{key_path}: expected {_type_name(tp)} for {what}, got {value!r} ({type(value).__name__})."
+                f"{key_path}: expected {type_name(tp)} for {what}, got {value!r} ({type(value).__name__})."
             )
         out[key] = list(value) if isinstance(value, ListConfig) else value
     for name, p in params.items():
@@ -371,7 +371,7 @@ def validate_params(
         elif p.default is inspect.Parameter.empty:
             raise ConfigError(
                 f"{path + '.' if path else ''}{name}: missing required parameter of {what}"
-                f" (expected {_type_name(hints.get(name, p.annotation))})."
+                f" (expected {type_name(hints.get(name, p.annotation))})."
             )
     return out
 

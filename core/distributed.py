@@ -205,6 +205,16 @@ def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
+def from_main(values: list[float], device: torch.device) -> list[float]:
+    """Rank 0's ``values`` on every rank (one small broadcast): decisions taken from rank 0's
+    clock, such as a spent time budget, that every rank must follow at the same step."""
+    if world_size() == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, src=0)
+    return t.tolist()
+
+
 def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     """The mean of each scalar over ranks (keys must be the same on every rank)."""
     if world_size() == 1 or not values:

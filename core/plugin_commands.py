@@ -47,21 +47,21 @@ def warn_plugin_failures(loaded: LoadedPlugins | None = None) -> None:
 
 def describe_parameters(factory) -> list[str]:
     """``name: type = default`` for each parameter a pipeline can set."""
-    from .config import CONTEXT_KEYS, _part_kind, _signature, _type_name
+    from .config import CONTEXT_KEYS, part_kind, parameters_of, type_name
 
-    params, hints = _signature(factory)
+    params, hints = parameters_of(factory)
     lines = []
     for name, p in params.items():
         tp = hints.get(name, p.annotation)
-        type_name = _type_name(tp) if p.annotation is not inspect.Parameter.empty else "any"
-        type_name = _QUALIFIER.sub("", type_name)  # selfsup.interfaces.Critic | None -> Critic | None
+        shown = type_name(tp) if p.annotation is not inspect.Parameter.empty else "any"
+        shown = _QUALIFIER.sub("", shown)  # selfsup.interfaces.Critic | None -> Critic | None
         default = "(required)" if p.default is inspect.Parameter.empty else f"= {p.default!r}"
         note = ""
         if name in CONTEXT_KEYS:
             note = "  (filled from the data)"
-        elif (kind := _part_kind(tp)) is not None:
+        elif (kind := part_kind(tp)) is not None:
             note = f"  (a registered {kind}: {{name: ..., parameters}})"
-        lines.append(f"{name}: {type_name} {default}{note}")
+        lines.append(f"{name}: {shown} {default}{note}")
     return lines
 
 

@@ -7,6 +7,7 @@ duplicate name raises too, it never overwrites. Plugins add entries through the
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fnmatch
 import inspect
@@ -16,7 +17,7 @@ from typing import Any
 
 from .errors import RegistryError, did_you_mean
 
-#: The kinds a registry knows. Plugins may add kinds with :meth:`Registry.add_kind`.
+#: The kinds a registry knows (``Registry(kinds=...)`` replaces them).
 DEFAULT_KINDS: dict[str, str] = {
     "encoder": "data -> Features(global vector, optional local map)",
     "critic": "scores pairs of representations",
@@ -77,12 +78,6 @@ class Registry:
     def kinds(self) -> list[str]:
         return list(self._kinds)
 
-    def add_kind(self, kind: str, description: str) -> None:
-        if kind in self._kinds:
-            raise RegistryError(f"registry kind {kind!r} already exists")
-        self._kinds[kind] = description
-        self._entries[kind] = {}
-
     def _check_kind(self, kind: str) -> dict[str, Entry]:
         if kind not in self._entries:
             raise RegistryError(
@@ -127,15 +122,6 @@ class Registry:
         entries[name] = entry
         return entry
 
-    def component(self, kind: str, name: str | None = None, summary: str | None = None) -> Callable:
-        """Decorator form of :meth:`register` (name defaults to the factory's name)."""
-
-        def decorate(factory: Callable[..., Any]) -> Callable[..., Any]:
-            self.register(kind, name or factory.__name__, factory, summary)
-            return factory
-
-        return decorate
-
     # ------------------------------------------------------------------ lookup
     def get(self, kind: str, name: str) -> Entry:
         entries = self._check_kind(kind)
@@ -155,14 +141,14 @@ class Registry:
         kind, name = key
         return name in self._entries.get(kind, {})
 
-    def list(self, kind: str | None = None, pattern: str = "*") -> list[Entry]:
+    def list(self, kind: str | None = None, pattern: str = "*") -> builtins.list[Entry]:
         """Entries of ``kind`` (all kinds if None) whose name matches the wildcard ``pattern``."""
         kinds = [kind] if kind is not None else self.kinds
-        out: list[Entry] = []
+        out: builtins.list[Entry] = []
         for k in kinds:
             entries = self._check_kind(k)
             out.extend(e for n, e in sorted(entries.items()) if fnmatch.fnmatchcase(n, pattern))
         return out
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         return sorted(self._check_kind(kind))

@@ -1,8 +1,9 @@
 """``selfsup new-plugin NAME``: write a working plugin package skeleton.
 
 The skeleton is a complete, installable project: ``pyproject.toml`` announcing the plugin in
-the ``selfsup.plugins`` entry-point group, a module whose ``selfsup_register`` hook registers
-an example critic (negative squared Euclidean distance), and tests that run it through the
+the ``selfsup.plugins`` entry-point group, an example critic (negative squared Euclidean
+distance) in a module of its own, the ``plugin`` module whose ``selfsup_register`` hook
+registers it (one line per component, as selfsup's own packages do), and tests that run it through the
 conformance kit (:mod:`selfsup.testing`) and check it against a hand computation.
 """
 
@@ -53,8 +54,9 @@ selfsup plugins check {dist}         # the conformance kit on this package's com
 pytest                               # this package's own tests
 ```
 
-Use it in a pipeline: `critic: {{name: {component}, temperature: 0.5}}`. Add components in
-`{module}/plugin.py`; kinds and their interfaces are listed by `selfsup plugins list`.
+Use it in a pipeline: `critic: {{name: {component}, temperature: 0.5}}`. Add a component in a
+module of its own and one `registry.register(...)` line in `{module}/plugin.py`; kinds and
+their interfaces are listed by `selfsup plugins list`.
 '''
 
 INIT = '''\
@@ -63,15 +65,14 @@ INIT = '''\
 __version__ = "0.1.0"
 '''
 
-PLUGIN = '''\
-"""The selfsup plugin of {dist}: components and the hook that registers them."""
+CRITIC = '''\
+"""The component of {dist}: a critic, negative squared Euclidean distance over a temperature."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from selfsup import Critic, hookimpl
-from selfsup.registry import Registry
+from selfsup import Critic
 
 
 class NegativeSquaredDistance(Critic):
@@ -94,6 +95,17 @@ class NegativeSquaredDistance(Critic):
     def pair(self, query: Tensor, key: Tensor) -> Tensor:
         """Aligned pairs ``[N, D] x [N, D]`` -> ``[N]``."""
         return -(query - key).pow(2).sum(1) / self.temperature
+'''
+
+PLUGIN = '''\
+"""The selfsup plugin of {dist}: the hook that registers each component, one line each."""
+
+from __future__ import annotations
+
+from selfsup import hookimpl
+from selfsup.registry import Registry
+
+from .critic import NegativeSquaredDistance
 
 
 @hookimpl
@@ -111,7 +123,7 @@ import torch
 from selfsup.testing import check_component, check_critic, plugin_registry
 
 from {module} import plugin
-from {module}.plugin import NegativeSquaredDistance
+from {module}.critic import NegativeSquaredDistance
 
 
 def test_hand_computation():
@@ -164,6 +176,7 @@ def write_plugin_skeleton(name: str, directory: str | Path = ".") -> Path:
         root / "pyproject.toml": PYPROJECT,
         root / "README.md": README,
         root / module / "__init__.py": INIT,
+        root / module / "critic.py": CRITIC,
         root / module / "plugin.py": PLUGIN,
         root / "tests" / f"test_{module}.py": TEST,
     }

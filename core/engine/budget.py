@@ -96,11 +96,14 @@ class EvaluationTimes:
         if self.every_seconds is not None:
             self.next_seconds = (int(start_seconds // self.every_seconds) + 1) * self.every_seconds
 
-    def due(self, seconds: float, finished_epoch: int | None) -> bool:
-        """Whether to evaluate now; ``finished_epoch`` is the epoch count just completed, or None."""
-        due = bool(self.every_epochs and finished_epoch and finished_epoch % self.every_epochs == 0)
-        if self.next_seconds is not None and seconds >= self.next_seconds:
-            while self.next_seconds <= seconds:
-                self.next_seconds += self.every_seconds
-            due = True
-        return due
+    def due(self, seconds: float) -> bool:
+        """Whether ``every_minutes`` of training time have passed since the last evaluation."""
+        if self.next_seconds is None or seconds < self.next_seconds:
+            return False
+        while self.next_seconds <= seconds:  # several intervals missed: one evaluation
+            self.next_seconds += self.every_seconds
+        return True
+
+    def due_after_epoch(self, finished_epochs: int) -> bool:
+        """Whether to evaluate after ``finished_epochs`` epochs (``every_epochs``)."""
+        return bool(self.every_epochs) and finished_epochs % self.every_epochs == 0

@@ -3,8 +3,8 @@
 glibc's malloc serves a large block (above a threshold that adapts only up to 32 MiB) with
 ``mmap`` and unmaps it on ``free``, and trims the top of its heap once 128 KiB of it are free.
 A training step on the CPU frees and allocates the same activations every step, so the
-kernel maps and zeroes them again each time: on the MoCo Fashion-MNIST preset, 7,000-10,000
-page faults and 20-40 ms of kernel time per step (steps 10-18% slower). With ``mmap`` off
+kernel maps and zeroes them again each time: thousands of page faults and kernel time in
+every step (the README's performance section has the measured cost). With ``mmap`` off
 and trimming raised to 2 GiB, freed blocks stay in the heap and the next step reuses them;
 the price is that the process's resident memory stays near its peak (what PyTorch's CUDA
 caching allocator does on a GPU).

@@ -386,9 +386,6 @@ class Trainer:
         self.callbacks.on_end(self, result)
         return result
 
-    def _done(self, budget: MinutesBudget | None) -> bool:
-        return self.global_step >= self.total_steps or (budget is not None and budget.exhausted(self.clock.seconds()))
-
     def _train_epochs(self) -> bool:
         """The epoch loop; returns True when a stop was requested."""
         tcfg = self.settings.trainer
@@ -399,7 +396,8 @@ class Trainer:
                                       self.clock.seconds())
         sums: dict[str, torch.Tensor] = {}
         count, tick = 0, self.clock.seconds()
-        while (tcfg.epochs is None or self.epoch < tcfg.epochs) and not self._done(budget):
+        done, _ = self._timed_decisions(budget, evaluations)
+        while (tcfg.epochs is None or self.epoch < tcfg.epochs) and not done:
             for images, labels, index in self.loader.epoch(self.epoch, self.batch_in_epoch):
                 logs = self.train_step(images, labels, index)
                 self.batch_in_epoch += 1
@@ -407,9 +405,7 @@ class Trainer:
                 for k, v in logs.items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 self.callbacks.on_step(self, logs)
-                if budget is not None:
-                    self._resize(budget)
-                done = self._done(budget)
+                done, evaluation_due = self._timed_decisions(budget, evaluations)
                 if count == tcfg.log_every or self.batch_in_epoch == self.steps_per_epoch or done:
                     self._log_row(sums, count, self.clock.seconds() - tick)
                     sums, count, tick = {}, 0, self.clock.seconds()
@@ -418,29 +414,36 @@ class Trainer:
                     return True
                 if done:
                     break
-                if evaluations.due(self.clock.seconds(), None):
+                if evaluation_due:
                     self._evaluate_during()
             if self.batch_in_epoch >= self.steps_per_epoch:
                 self.epoch += 1
                 self.batch_in_epoch = 0
-                if not self._done(budget):
-                    if evaluations.due(self.clock.seconds(), self.epoch):
+                if not done:
+                    if evaluations.due_after_epoch(self.epoch):
                         self._evaluate_during()
                     if self.epoch % tcfg.checkpoint_every_epochs == 0:
                         self.save_checkpoint()
         self.save_checkpoint()
         return False
 
-    def _resize(self, budget: MinutesBudget) -> None:
-        """Size the schedule to the steps that fit in ``trainer.max_minutes`` when an estimate is due."""
+    def _timed_decisions(self, budget: MinutesBudget | None, evaluations: EvaluationTimes) -> tuple[bool, bool]:
+        """(run done, evaluation due) after a step: the step limit, and what the training clock
+        decides (minutes budget spent, schedule re-sized, ``eval.every_minutes`` due). Under
+        torchrun rank 0's clock decides and every rank follows, at the same step."""
+        if budget is None and evaluations.every_seconds is None:
+            return self.global_step >= self.total_steps, False
         seconds = self.clock.seconds()
-        total = budget.resize(self.global_step, seconds)
-        if total is None or total == self.total_steps:
-            return
-        self.set_total_steps(total)
-        self.callbacks.on_message(
-            self, "info", f"{1000 * seconds / max(self.global_step, 1):.0f} ms/step so far: the schedule is sized "
-                          f"to {total} steps in {budget.seconds / 60:g} minutes")
+        total = budget.resize(self.global_step, seconds) if budget is not None else None
+        spent = budget is not None and budget.exhausted(seconds)
+        spent, due, total = distributed.from_main([float(spent), float(evaluations.due(seconds)), float(total or 0)],
+                                                  self.device)
+        if total and int(total) != self.total_steps:
+            self.set_total_steps(int(total))
+            self.callbacks.on_message(
+                self, "info", f"{1000 * seconds / max(self.global_step, 1):.0f} ms/step so far: the schedule is "
+                              f"sized to {int(total)} steps in {budget.seconds / 60:g} minutes")
+        return bool(spent) or self.global_step >= self.total_steps, bool(due)
 
     def _log_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float) -> None:
         row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
@@ -469,6 +472,8 @@ class Trainer:
 
     def _evaluate_during(self) -> None:
         """``eval.every_*``: kNN and the monitor's diagnostics, as an ``eval`` metrics row."""
+        if self.curve and self.curve[-1]["step"] == self.global_step:
+            return  # every_epochs and every_minutes fell on the same step: evaluated already
         start = time.perf_counter()
         knn = self.evaluate_now(linear_probe=False)["knn_acc"]
         seconds = self.clock.seconds()

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..config import CONTEXT_KEYS, _part_kind, _signature, build
+from ..config import CONTEXT_KEYS, part_kind, parameters_of, build
 from ..errors import ConfigError
 from ..registry import Registry
 from .checks import (
@@ -43,9 +43,9 @@ def build_for_conformance(registry: Registry, kind: str, name: str) -> tuple[Any
     factory = registry.get(kind, name).factory
     params = conformance_params(factory)
     context = {**CONTEXT, **{k: params[k] for k in CONTEXT_KEYS if k in params}}
-    signature, hints = _signature(factory)
+    signature, hints = parameters_of(factory)
     for pname, p in signature.items():
-        part = _part_kind(hints.get(pname, p.annotation))
+        part = part_kind(hints.get(pname, p.annotation))
         if pname not in params and p.default is p.empty and part in DEFAULT_PARTS:
             params[pname] = dict(DEFAULT_PARTS[part])
     return build(registry, kind, {"name": name, **params}, f"{kind}.{name}", context), context

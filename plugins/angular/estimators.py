@@ -20,7 +20,6 @@ import torch
 from torch import Tensor
 
 from selfsup.interfaces import Estimate, MIEstimator, Scores
-from selfsup.registry import Registry
 
 from ..common.estimators import InfoNCE
 from .margins import arcface_cosine, cosface_cosine, sphereface_cosine, sphereface_lambda
@@ -177,10 +176,3 @@ class SphereFaceMargin(MarginSoftmax):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:g}, margin={self.margin}, lambda={self.current_lambda:g}"
-
-
-def register(registry: Registry) -> None:
-    registry.register("estimator", "norm_softmax", NormalizedSoftmax)
-    registry.register("estimator", "arcface", ArcFaceMargin)
-    registry.register("estimator", "cosface", CosFaceMargin)
-    registry.register("estimator", "sphereface", SphereFaceMargin)

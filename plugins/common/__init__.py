@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
+from .critics import BilinearCritic, CosineCritic, DotCritic
+from .estimators import JSD, NWJ, DonskerVaradhan, InfoNCE
+from .samplers import InBatchNegatives, MemoryBank, MomentumQueue
+
 
 def register(registry: Registry) -> None:
-    from . import critics, estimators, samplers
-
-    for module in (critics, estimators, samplers):
-        module.register(registry)
+    registry.register("critic", "dot", DotCritic)
+    registry.register("critic", "cosine", CosineCritic)
+    registry.register("critic", "bilinear", BilinearCritic)
+    registry.register("estimator", "infonce", InfoNCE)
+    registry.register("estimator", "jsd", JSD)
+    registry.register("estimator", "dv", DonskerVaradhan)
+    registry.register("estimator", "nwj", NWJ)
+    registry.register("sampler", "in_batch", InBatchNegatives)
+    registry.register("sampler", "momentum_queue", MomentumQueue)
+    registry.register("sampler", "memory_bank", MemoryBank)

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup.interfaces import Critic
-from selfsup.registry import Registry
 
 
 def _check_temperature(temperature: float) -> float:
@@ -73,9 +72,3 @@ class BilinearCritic(Critic):
 
     def pair(self, query: Tensor, key: Tensor) -> Tensor:
         return ((query @ self.weight) * key).sum(-1)
-
-
-def register(registry: Registry) -> None:
-    registry.register("critic", "dot", DotCritic)
-    registry.register("critic", "cosine", CosineCritic)
-    registry.register("critic", "bilinear", BilinearCritic)

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from selfsup import distributed
 from selfsup.interfaces import Critic, NegativeSampler, Scores
-from selfsup.registry import Registry
 
 
 class InBatchNegatives(NegativeSampler):
@@ -212,9 +211,3 @@ class MemoryBank(NegativeSampler):
             self.bank = torch.empty_like(saved, device=self.bank.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # copies in place
         self._seed, self._draws = int(self.seed), int(self.draws)
-
-
-def register(registry: Registry) -> None:
-    registry.register("sampler", "in_batch", InBatchNegatives)
-    registry.register("sampler", "momentum_queue", MomentumQueue)
-    registry.register("sampler", "memory_bank", MemoryBank)

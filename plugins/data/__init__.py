@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
-from . import augment, datasets
+from .augment import IdentityViews, TwoViewAugment
+from .datasets import arrays, digits, image_folder, torchvision
 
 
 def register(registry: Registry) -> None:
-    """Register the datasets (digits, arrays, torchvision, image_folder) and transforms (two_view, identity)."""
-    datasets.register(registry)
-    augment.register(registry)
+    registry.register("dataset", "digits", digits)
+    registry.register("dataset", "arrays", arrays)
+    registry.register("dataset", "torchvision", torchvision)
+    registry.register("dataset", "image_folder", image_folder)
+    registry.register("transform", "two_view", TwoViewAugment)
+    registry.register("transform", "identity", IdentityViews)

@@ -16,13 +16,10 @@ images' device), so runs are reproducible. Defaults that depend on the data (cro
 flip, blur) are resolved from the batch's size and channel count; see
 :meth:`TwoViewAugment.resolve`.
 
-Speed (measured on a shared 2-core CPU box, torch 2.14, best of 300 calls): a
-``[256, 1, 28, 28]`` batch into two views takes 3-5 ms with the grey defaults (medians
-5-8 ms while other jobs ran); ``[256, 1, 8, 8]`` about 1 ms; ``[256, 3, 32, 32]`` with the
-RGB defaults 13-23 ms. Blur (default above 32 px only) is memory bound on CPU:
-``[256, 3, 96, 96]`` takes about 0.5-0.9 s there, and is meant for the GPU. The sampling grid
-is built per row and per column rather than by ``F.affine_grid`` (same values), which was
-2/3 of the 28 px time on CPU.
+Cost: one ``grid_sample`` for all views of a batch; the sampling grid is built per row and
+per column rather than by ``F.affine_grid`` (same values, a fraction of the CPU time). Blur
+(default above 32 px only) is memory bound on a CPU and meant for the GPU. `selfsup bench
+step` reports the augmentation's share of a training step.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from torch import Tensor
 
 from selfsup.interfaces import ViewTransform
 from selfsup.errors import ConfigError
-from selfsup.registry import Registry
 
 #: ITU-R 601 luma weights, as torchvision's ``rgb_to_grayscale``.
 LUMA = (0.299, 0.587, 0.114)
@@ -150,8 +146,8 @@ def crop_grid(scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor
     ``theta = [[scale_x, 0, shift_x], [0, scale_y, shift_y]]`` (a negative ``scale_x``
     mirrors the crop). A crop has no rotation or shear, so x depends on the column only and
     y on the row only: each is computed once per image and broadcast, instead of
-    ``F.affine_grid``'s batched matmul with an inner size of 3, which dominated the CPU time
-    of a small-image augmentation (about 6x slower for 28 px batches).
+    ``F.affine_grid``'s batched matmul with an inner size of 3, which dominates the CPU time
+    of a small-image augmentation.
     """
     xs = torch.arange(width, device=scale_x.device, dtype=scale_x.dtype).mul_(2.0).add_(1.0).div_(width).sub_(1.0)
     ys = torch.arange(height, device=scale_y.device, dtype=scale_y.dtype).mul_(2.0).add_(1.0).div_(height).sub_(1.0)
@@ -216,7 +212,7 @@ def color_jitter(
     x = images if inplace else images.clone()
     if brightness is not None:
         x.mul_(_per_sample(brightness.to(x.dtype))).clamp_(0.0, 1.0)
-    if contrast is not None:  # x * c + (1 - c) * mean: lerp_ with per-sample weights is ~5x slower on CPU
+    if contrast is not None:  # x * c + (1 - c) * mean: lerp_ with per-sample weights is slower on CPU
         factor = _per_sample(contrast.to(x.dtype))
         x.mul_(factor).add_(_per_sample(_mean_luma(x)) * (1.0 - factor)).clamp_(0.0, 1.0)
     if saturation is not None and x.shape[1] == 3:
@@ -415,9 +411,3 @@ class IdentityViews(ViewTransform):
         """images ``[N, C, H, W]`` -> ``num_views`` references to the same float ``[N, C, H, W]``."""
         x = _as_float_images(images)
         return [x for _ in range(num_views)]
-
-
-def register(registry: Registry) -> None:
-    """Register the ``transform`` entries ``two_view`` and ``identity``."""
-    registry.register("transform", "two_view", TwoViewAugment)
-    registry.register("transform", "identity", IdentityViews)

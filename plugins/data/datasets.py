@@ -25,7 +25,6 @@ from torch import Tensor
 
 from selfsup.data import DataSplits, ImageArrays
 from selfsup.errors import ConfigError, DataError, did_you_mean
-from selfsup.registry import Registry
 
 Layout = Literal["auto", "NHWC", "NCHW"]
 #: Channel counts an image array may have (grey, RGB, RGBA; alpha is dropped).
@@ -75,7 +74,7 @@ def _split_arrays(
     return _arrays(images[train_idx], labels[train_idx]), _arrays(images[test_idx], labels[test_idx])
 
 
-def _default_class_names(*label_arrays: np.ndarray | Tensor) -> list[str]:
+def default_class_names(*label_arrays: np.ndarray | Tensor) -> list[str]:
     """'0'..'K-1' where K-1 is the largest label seen (labels of -1 mean unknown)."""
     top = max((int(np.asarray(y).max()) for y in label_arrays if np.asarray(y).size), default=-1)
     return [str(i) for i in range(top + 1)]
@@ -120,7 +119,7 @@ def digits(test_fraction: float = 0.2, seed: int = 0) -> DataSplits:
 
 
 # --------------------------------------------------------------------------- .npz arrays
-def _open_npz(path: str) -> Any:
+def open_npz(path: str) -> Any:
     """``np.load(path, allow_pickle=False)`` as an npz archive, or a DataError."""
     p = Path(path).expanduser()
     if not p.exists():
@@ -150,7 +149,7 @@ def _missing_key(npz: Any, path: str, key: str) -> DataError:
     return DataError(f"{path}: key {key!r} not found; keys present: {present}.{did_you_mean(key, npz.files)}")
 
 
-def _read_key(npz: Any, path: str, key: str) -> np.ndarray:
+def read_key(npz: Any, path: str, key: str) -> np.ndarray:
     if key not in npz.files:
         raise _missing_key(npz, path, key)
     try:
@@ -260,8 +259,8 @@ def check_labels(labels: np.ndarray, num_images: int, where: str) -> np.ndarray:
 
 
 def _load_pair(npz: Any, path: str, images_key: str, labels_key: str, layout: str) -> tuple[np.ndarray, np.ndarray]:
-    images = to_nchw_uint8(_read_key(npz, path, images_key), layout, f"{path}: key {images_key!r}")
-    labels = check_labels(_read_key(npz, path, labels_key), images.shape[0], f"{path}: key {labels_key!r}")
+    images = to_nchw_uint8(read_key(npz, path, images_key), layout, f"{path}: key {images_key!r}")
+    labels = check_labels(read_key(npz, path, labels_key), images.shape[0], f"{path}: key {labels_key!r}")
     return images, labels
 
 
@@ -305,7 +304,7 @@ def arrays(
     are null, or the default ``x_test``/``y_test`` are absent, the training arrays are split
     with ``test_fraction``/``seed`` (stratified when possible). Images need not be square.
     """
-    with _open_npz(path) as npz:
+    with open_npz(path) as npz:
         train_images, train_labels = _load_pair(npz, path, images_key, labels_key, layout)
         keys = _test_keys(npz, path, test_images_key, test_labels_key)
         if keys is None:
@@ -321,7 +320,7 @@ def arrays(
                 )
             train, test = _arrays(train_images, train_labels), _arrays(test_images, test_labels)
             source = f"{path} ({images_key}/{labels_key}, {keys[0]}/{keys[1]})"
-    names = list(class_names) if class_names is not None else _default_class_names(train.labels, test.labels)
+    names = list(class_names) if class_names is not None else default_class_names(train.labels, test.labels)
     top = int(max(train.labels.max(), test.labels.max()))
     if len(names) <= top:
         raise DataError(
@@ -434,7 +433,7 @@ def torchvision(
         splits.append((_arrays(x, labels), ds))
     (train_split, train_ds), (test_split, _) = splits
     classes = getattr(train_ds, "classes", None)
-    names = [str(c) for c in classes] if classes else _default_class_names(train_split.labels, test_split.labels)
+    names = [str(c) for c in classes] if classes else default_class_names(train_split.labels, test_split.labels)
     return DataSplits(train_split, test_split, class_names=names, source=f"torchvision {name} at {root}")
 
 
@@ -514,9 +513,3 @@ def image_folder(
 
 
 # --------------------------------------------------------------------------- registration
-def register(registry: Registry) -> None:
-    """Register the ``dataset`` factories: digits, arrays, torchvision, image_folder."""
-    registry.register("dataset", "digits", digits)
-    registry.register("dataset", "arrays", arrays)
-    registry.register("dataset", "torchvision", torchvision)
-    registry.register("dataset", "image_folder", image_folder)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
+from .critics import ConcatCritic, SeparableCritic
+from .encoders import DIMConvEncoder
+from .objective import DeepInfoMax
+from .prior import AdversarialPrior
+
 
 def register(registry: Registry) -> None:
-    from .critics import ConcatCritic, SeparableCritic
-    from .encoders import DIMConvEncoder
-    from .objective import DeepInfoMax
-    from .prior import AdversarialPrior
-
     registry.register("encoder", "dim_conv", DIMConvEncoder)
     registry.register("critic", "separable", SeparableCritic)
     registry.register("critic", "concat", ConcatCritic)

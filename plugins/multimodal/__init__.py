@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
+from .contrastive import PairwiseContrastive
+from .datasets import multimodal_arrays, multiview, multiview_digits
+from .encoder import TwoLevelTransformer
+
 
 def register(registry: Registry) -> None:
-    from .contrastive import PairwiseContrastive
-    from .datasets import multimodal_arrays, multiview, multiview_digits
-    from .encoder import TwoLevelTransformer
-
     registry.register("dataset", "multiview", multiview)
     registry.register("dataset", "multiview_digits", multiview_digits)
     registry.register("dataset", "multimodal_arrays", multimodal_arrays)

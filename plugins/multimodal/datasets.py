@@ -15,7 +15,7 @@ import torch
 from selfsup.data import DataSplits, ImageArrays, MultiModalArrays
 from selfsup.errors import ConfigError, DataError
 
-from ..data.datasets import _default_class_names, digits, _open_npz, _read_key, check_labels, split_indices
+from ..data.datasets import default_class_names, digits, open_npz, read_key, check_labels, split_indices
 from . import views
 from .views import IMAGE_VIEWS, image_views
 
@@ -93,7 +93,7 @@ def multiview_digits(
 
 # --------------------------------------------------------------------------- your own arrays
 def _read_modality(npz: Any, path: str, key: str, n: int | None) -> torch.Tensor:
-    array = _read_key(npz, path, key)
+    array = read_key(npz, path, key)
     where = f"{path}: key {key!r}"
     if array.ndim == 2:
         array = array[:, None, :]  # a feature vector is one token
@@ -110,7 +110,7 @@ def _read_modality(npz: Any, path: str, key: str, n: int | None) -> torch.Tensor
 
 
 def _read_split(npz: Any, path: str, names: list[str], keys: list[str], labels_key: str):
-    labels = _read_key(npz, path, labels_key)
+    labels = read_key(npz, path, labels_key)
     tokens: dict[str, torch.Tensor] = {}
     for name, key in zip(names, keys):
         tokens[name] = _read_modality(npz, path, key, labels.shape[0] if labels.ndim >= 1 else None)
@@ -145,7 +145,7 @@ def multimodal_arrays(
         raise ConfigError(
             f"test_modalities: expected {len(modalities)} keys (one per modality, same order), got {test_modalities!r}."
         )
-    with _open_npz(path) as npz:
+    with open_npz(path) as npz:
         train, train_labels = _read_split(npz, path, modalities, modalities, labels_key)
         if test_modalities is None:
             train_idx, test_idx = (torch.from_numpy(i) for i in split_indices(train_labels.numpy(), test_fraction, seed))
@@ -163,7 +163,7 @@ def multimodal_arrays(
                     )
             source = f"{path} ({', '.join(modalities)}; test {', '.join(test_modalities)})"
     train_split, test_split = _multimodal_splits(train, train_labels, test, test_labels, standardize)
-    names = list(class_names) if class_names is not None else _default_class_names(train_labels, test_labels)
+    names = list(class_names) if class_names is not None else default_class_names(train_labels, test_labels)
     top = int(max(train_labels.max(), test_labels.max()))
     if len(names) <= top:
         raise DataError(f"{path}: class_names lists {len(names)} names but labels go up to {top}.")

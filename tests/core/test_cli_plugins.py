@@ -177,7 +177,8 @@ def test_new_plugin_skeleton_installs_and_its_component_shows_up(tmp_path, monke
     root = tmp_path / "selfsup-demo-critic"
     assert "wrote" in capsys.readouterr().out
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
-        "README.md", "pyproject.toml", "selfsup_demo_critic/__init__.py", "selfsup_demo_critic/plugin.py",
+        "README.md", "pyproject.toml", "selfsup_demo_critic/__init__.py", "selfsup_demo_critic/critic.py",
+        "selfsup_demo_critic/plugin.py",
         "tests/test_selfsup_demo_critic.py",
     ]
     target = pip_install_target(root, tmp_path / "install")

@@ -116,7 +116,16 @@ def train_runs(root: Path, rank: int) -> dict:
         v3_cfg["objective"].pop(key)
     v3 = build_trainer(OmegaConf.create(v3_cfg), registry, run_dir=root / "v3")
     v3.fit()
+    # a minutes budget: rank 0's clock decides when to stop, re-size and evaluate; rank 1 follows
+    timed_cfg = pipeline(root)
+    timed_cfg["trainer"].update(epochs=None, max_steps=None, max_minutes=0.03)
+    timed_cfg["eval"]["every_minutes"] = 0.01
+    timed = build_trainer(OmegaConf.create(timed_cfg), registry, run_dir=root / "timed")
+    timed_result = timed.fit()
     return {
+        "timed": {k: v.clone() for k, v in timed.objective.state_dict().items()},
+        "timed_steps": timed_result.steps,
+        "timed_total_steps": timed.total_steps,
         "full": {k: v.clone() for k, v in full.objective.state_dict().items()},
         "stopped_steps": stopped.steps,
         "resumed_steps": result.steps,

@@ -181,6 +181,16 @@ def test_ranks_hold_the_same_model_and_queue(ranks):
 
 
 @pytest.mark.distributed
+def test_a_minutes_budget_stops_every_rank_at_the_same_step(ranks):
+    a, b = (res["train"] for res in ranks)
+    assert a["timed_steps"] == b["timed_steps"] > 0 and a["timed_total_steps"] == b["timed_total_steps"]
+    assert a["timed_total_steps"] < 10**9  # sized from rank 0's measured pace, on both ranks
+    pa, pb = _parameters_and_sampler(a["timed"]), _parameters_and_sampler(b["timed"])
+    for key in pa:
+        assert torch.equal(pa[key], pb[key]), key
+
+
+@pytest.mark.distributed
 def test_resume_with_the_same_world_size_continues_exactly(ranks):
     for r, res in enumerate(ranks):
         train = res["train"]

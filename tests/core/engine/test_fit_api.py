@@ -101,10 +101,10 @@ def test_minutes_budget_estimates_from_the_pace():
 
 def test_evaluation_times_every_epochs_and_minutes():
     times = EvaluationTimes(every_epochs=2, every_minutes=None, start_seconds=0.0)
-    assert [times.due(0.0, e) for e in (1, 2, 3, 4)] == [False, True, False, True] and not times.due(99.0, None)
+    assert [times.due_after_epoch(e) for e in (1, 2, 3, 4)] == [False, True, False, True] and not times.due(99.0)
     times = EvaluationTimes(every_epochs=None, every_minutes=1.0, start_seconds=0.0)
-    assert not times.due(59.0, None) and times.due(60.0, None) and not times.due(61.0, None)
-    assert times.due(250.0, 1) and times.next_seconds == 300.0  # several intervals missed: one evaluation
+    assert not times.due(59.0) and times.due(60.0) and not times.due(61.0) and not times.due_after_epoch(1)
+    assert times.due(250.0) and times.next_seconds == 300.0  # several intervals missed: one evaluation
     assert EvaluationTimes(None, 1.0, start_seconds=130.0).next_seconds == 180.0  # resumed at 130 s
 
 
