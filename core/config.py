@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError, RegistryError, did_you_mean
-from .interfaces import PART_KINDS
+from .kinds import PART_KINDS
 from .registry import Registry
 
 # --------------------------------------------------------------------------- sections

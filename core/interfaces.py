@@ -329,15 +329,3 @@ class Diagnostic(abc.ABC):
     @abc.abstractmethod
     def __call__(self, probe: ProbeEmbeddings) -> float:
         ...
-
-
-#: Interface class of each part kind. The config builder uses it to build a parameter
-#: annotated with one of these classes from a nested ``{name: ...}`` mapping.
-PART_KINDS: dict[str, type] = {
-    "encoder": Encoder,
-    "critic": Critic,
-    "estimator": MIEstimator,
-    "sampler": NegativeSampler,
-    "prior": PriorMatcher,
-    "objective": Objective,
-}

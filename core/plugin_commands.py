@@ -18,18 +18,13 @@ import re
 import sys
 
 from .errors import SelfsupError
+from .kinds import KINDS
 from .plugin_manager import STRICT_ENV, LoadedPlugins, default_plugins, load_registry
 
 EXIT_CHECK_FAILED = 1
 #: Module path in front of a class name inside a type's text.
 _QUALIFIER = re.compile(r"(?<![\w'.])(?:[A-Za-z_]\w*\.)+(?=[A-Z]\w*)")
 
-#: Interface attributes worth showing for each kind (``plugins show``).
-_TRAITS = {
-    "critic": ("higher_is_similar",),
-    "estimator": ("needs_negatives", "is_lower_bound"),
-    "objective": ("num_views", "needs_labels"),
-}
 
 
 def _plugins(strict: bool) -> LoadedPlugins:
@@ -86,7 +81,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     entry = loaded.registry.get(args.kind, args.name)
     print(f"{entry.kind} {entry.name}: {entry.summary}")
     print(f"  provided by {entry.provider} ({entry.target})")
-    traits = [f"{t}={getattr(entry.factory, t)}" for t in _TRAITS.get(entry.kind, ()) if hasattr(entry.factory, t)]
+    kind = KINDS.get(entry.kind)
+    traits = [f"{t}={getattr(entry.factory, t)}" for t in (kind.traits if kind else ()) if hasattr(entry.factory, t)]
     if traits:
         print(f"  {', '.join(traits)}")
     print("\nparameters:")

@@ -16,21 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import RegistryError, did_you_mean
+from .kinds import KINDS
 
-#: The kinds a registry knows (``Registry(kinds=...)`` replaces them).
-DEFAULT_KINDS: dict[str, str] = {
-    "encoder": "data -> Features(global vector, optional local map)",
-    "critic": "scores pairs of representations",
-    "estimator": "positive/negative scores -> loss and MI estimate",
-    "sampler": "supplies negatives and builds Scores",
-    "prior": "adversarial prior matching",
-    "objective": "a bundle wiring parts into one training objective",
-    "dataset": "loads train/test image arrays",
-    "transform": "batch-wise augmentation producing views",
-    "diagnostic": "measures embeddings (collapse, uniformity, rank)",
-    "benchmark": "a `selfsup bench NAME` command: main(argv) -> exit code",
-    "logger": "a metrics sink for training and evaluation rows (trainer.loggers)",
-}
+#: The kinds a registry knows, with their summaries (``Registry(kinds=...)`` replaces them).
+DEFAULT_KINDS: dict[str, str] = {name: kind.summary for name, kind in KINDS.items()}
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,11 @@ from typing import Any, Literal
 
 import torch
 
-from ..config import CONTEXT_KEYS, part_kind, parameters_of, build
+from ..config import CONTEXT_KEYS, build, parameters_of, part_kind
 from ..errors import ConfigError
+from ..kinds import CHECKED_KINDS, KINDS
 from ..registry import Registry
-from .checks import (
-    CONTEXT, DEFAULT_PARTS, check_critic, check_encoder, check_estimator, check_logger, check_objective, check_prior,
-    check_sampler, check_transform,
-)
+from .checks import CONTEXT, DEFAULT_PARTS
 
 
 class ConformanceSkip(Exception):
@@ -51,39 +49,9 @@ def build_for_conformance(registry: Registry, kind: str, name: str) -> tuple[Any
     return build(registry, kind, {"name": name, **params}, f"{kind}.{name}", context), context
 
 
-def _input_shape(context: Mapping[str, int]) -> tuple[int, int, int]:
+def input_shape(context: Mapping[str, int]) -> tuple[int, int, int]:
+    """The ``[C, H, W]`` of the images a context describes."""
     return (context["in_channels"], context["image_size"], context["image_size"])
-
-
-def _check_entry(registry: Registry, kind: str, name: str) -> None:
-    """Build ``kind``/``name`` and run its kind's check (raises AssertionError on failure)."""
-    if kind == "sampler":  # built twice: the state_dict round trip needs a fresh one
-        check_sampler(lambda: build_for_conformance(registry, kind, name)[0])
-        return
-    component, context = build_for_conformance(registry, kind, name)
-    shape = _input_shape(context)
-    if kind == "encoder":
-        check_encoder(component, shape)
-    elif kind == "critic":
-        check_critic(component)
-    elif kind == "estimator":
-        check_estimator(component)
-    elif kind == "prior":
-        check_prior(component)
-    elif kind == "transform":
-        check_transform(component, shape)
-    elif kind == "objective":
-        check_objective(component, shape, num_classes=context["num_classes"], num_train=context["num_train"])
-    elif kind == "logger":
-        check_logger(component)
-    else:
-        raise ValueError(f"no conformance check for kind {kind!r}")
-
-
-#: The kinds the kit checks; other kinds (dataset, diagnostic, benchmark, ...) are skipped.
-CHECKED_KINDS: tuple[str, ...] = (
-    "encoder", "critic", "estimator", "sampler", "prior", "transform", "objective", "logger",
-)
 
 
 @dataclass(frozen=True)
@@ -112,7 +80,7 @@ def check_component(registry: Registry, kind: str, name: str) -> ConformanceResu
         torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and contention)
         with torch.random.fork_rng(devices=[]), torch.enable_grad():
             torch.manual_seed(0)
-            _check_entry(registry, kind, name)
+            KINDS[kind].check(registry, name)
     except ConformanceSkip as skip:
         return ConformanceResult(kind, name, provider, "skip", f"opted out: {skip}")
     except AssertionError as exc:

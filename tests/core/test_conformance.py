@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfsup.interfaces import PART_KINDS
+from selfsup.kinds import PART_KINDS
 from selfsup.plugin_manager import load_registry
 from selfsup.testing import CHECKED_KINDS, check_component
 
