@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from selfsup import distributed
-from selfsup.interfaces import Critic, Encoder, MIEstimator, NegativeSampler, Objective, Scores
+from selfsup.interfaces import Critic, Encoder, MIEstimator, NegativeSampler, Objective
 from selfsup.profiling import phase
 
+from ..common.contrast import ContrastStep
 from ..common.momentum import momentum_update
 
 
@@ -23,16 +24,6 @@ def check_momentum(momentum: float) -> float:
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     return float(momentum)
-
-
-def contrast_logs(scores: Scores, mi: Tensor) -> dict[str, Tensor]:
-    """MI estimate and instance accuracy (positive beats the hardest negative) for the logs."""
-    logs = {"mi": mi}
-    if scores.negative is not None:
-        with torch.no_grad():
-            hardest_negative = scores.negative.amax(dim=1)  # no indices: ~8x faster than max(dim)
-            logs["instance_acc"] = (scores.positive[:, 0] > hardest_negative).float().mean()
-    return logs
 
 
 @torch.no_grad()
@@ -52,11 +43,11 @@ def encode_keys(key_net: nn.Module, x: Tensor, shuffle: bool) -> Tensor:
 class MomentumContrast(Objective):
     """Base of the MoCo objectives: queries from ``encoder`` (+ ``projector``), keys from momentum copies.
 
-    Subclasses build ``encoder``, ``projector``, ``key_encoder``, ``key_projector``,
-    ``critic``, ``estimator`` and ``sampler`` (set up for the key width), set ``shuffle_bn``
-    and ``split_bn``, and implement :meth:`forward` and :meth:`current_momentum`. Keys to
-    store in a queue or bank are left in ``_pending_keys`` by ``forward`` and handed to the
-    sampler after the optimiser step, before the momentum update.
+    Subclasses build ``encoder``, ``projector``, ``key_encoder``, ``key_projector`` and
+    ``contrast`` (a :class:`ContrastStep` attached with the critic, estimator and sampler, set
+    up for the key width), set ``shuffle_bn`` and ``split_bn``, and implement :meth:`forward`
+    and :meth:`current_momentum`. The keys the contrast step scored are handed to the sampler
+    after the optimiser step, before the momentum update.
     """
 
     encoder: Encoder
@@ -66,12 +57,9 @@ class MomentumContrast(Objective):
     critic: Critic
     estimator: MIEstimator
     sampler: NegativeSampler
+    contrast: ContrastStep
     shuffle_bn: bool = False
     split_bn: int = 1
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pending_keys: list[tuple[Tensor, Tensor | None]] = []
 
     def _project_query(self, projected: Tensor) -> Tensor:
         """The trained branch after the projector (MoCo v3 adds its predictor here)."""
@@ -95,9 +83,7 @@ class MomentumContrast(Objective):
     def _contrast(self, query: Tensor, key: Tensor, index: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Queries and their positive keys ``[N, E]`` against the sampler's negatives -> (loss, logs)."""
         with phase("critic_estimator"):
-            scores = self.sampler.score(self.critic, query, key, index)
-            estimate = self.estimator(scores)
-            return estimate.loss, contrast_logs(scores, estimate.mi)
+            return self.contrast(query, key, index)
 
     def current_momentum(self, step: int, total_steps: int) -> float:
         raise NotImplementedError
@@ -106,9 +92,7 @@ class MomentumContrast(Objective):
     def after_step(self, step: int, total_steps: int) -> None:
         """Store this step's keys (after the loss), then move the key networks."""
         with phase("sampler_update"):
-            for key, index in self._pending_keys:
-                self.sampler.update(key, index)
-        self._pending_keys = []
+            self.contrast.store_keys()
         m = self.current_momentum(step, total_steps)
         with phase("momentum_update"):
             momentum_update(self.key_encoder, self.encoder, m)

@@ -8,6 +8,7 @@ from torch import nn
 
 from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
 
+from ..common.contrast import ContrastStep
 from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
 from ..common.heads import mlp_head
@@ -64,10 +65,10 @@ class MoCo(MomentumContrast):
             self.projector = mlp_head(encoder.out_dim, embedding_dim, projector_hidden_dim, num_layers=layers)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
-        self.critic = critic if critic is not None else DotCritic(temperature=0.2)
-        self.estimator = estimator if estimator is not None else InfoNCE()
-        self.sampler = sampler if sampler is not None else MomentumQueue(4096)
-        self.sampler.setup(embedding_dim, num_train)
+        self.contrast = ContrastStep.attach(
+            self, critic if critic is not None else DotCritic(temperature=0.2),
+            estimator if estimator is not None else InfoNCE(),
+            sampler if sampler is not None else MomentumQueue(4096), embedding_dim, num_train)
         self.momentum_schedule = momentum_schedule
         self.symmetric = symmetric
         self.shuffle_bn = shuffle_bn
@@ -78,12 +79,10 @@ class MoCo(MomentumContrast):
         view1, view2 = batch.views[0], batch.views[1]
         query1, key2 = self._query(view1), self._key(view2)
         loss, logs = self._contrast(query1, key2, batch.index)
-        self._pending_keys = [(key2, batch.index)]
         if self.symmetric:
             query2, key1 = self._query(view2), self._key(view1)
             loss2, _ = self._contrast(query2, key1, batch.index)
             loss = (loss + loss2) / 2
-            self._pending_keys.append((key1, batch.index))
         return StepOutput(loss=loss, logs=logs)
 
     def current_momentum(self, step: int, total_steps: int) -> float:

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
 
+from ..common.contrast import ContrastStep
 from ..common.critics import CosineCritic, DotCritic
 from ..common.estimators import InfoNCE
 from ..common.heads import mlp_head
@@ -80,10 +81,10 @@ class MoCoV3(MomentumContrast):
         )
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
-        self.critic = critic if critic is not None else DotCritic(temperature=temperature)
-        self.estimator = estimator if estimator is not None else InfoNCE()
-        self.sampler = sampler if sampler is not None else InBatchNegatives()
-        self.sampler.setup(embedding_dim, num_train)
+        self.contrast = ContrastStep.attach(
+            self, critic if critic is not None else DotCritic(temperature=temperature),
+            estimator if estimator is not None else InfoNCE(),
+            sampler if sampler is not None else InBatchNegatives(), embedding_dim, num_train)
         if loss_scale is None:
             t = critic_temperature(self.critic)
             loss_scale = 2.0 * t if t is not None else 1.0
@@ -101,8 +102,7 @@ class MoCoV3(MomentumContrast):
         query1, query2 = self._query(view1), self._query(view2)
         key1, key2 = self._key(view1), self._key(view2)
         loss12, logs = self._contrast(query1, key2, batch.index)
-        loss21, _ = self._contrast(query2, key1, batch.index)
-        self._pending_keys = [(key2, batch.index), (key1, batch.index)]
+        loss21, _ = self._contrast(query2, key1, batch.index)  # keys stored in this order: key2, key1
         return StepOutput(loss=self.loss_scale * (loss12 + loss21), logs=logs)
 
     def current_momentum(self, step: int, total_steps: int) -> float:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
 
+from ..common.contrast import ContrastStep
 from ..common.critics import CosineCritic
 from ..common.estimators import InfoNCE
 from ..common.samplers import InBatchNegatives
@@ -65,32 +66,21 @@ class SimCLR(TwoViewObjective):
         super().__init__(encoder)
         self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, projector_layers,
                                         projector_batch_norm)
-        self.critic = critic if critic is not None else CosineCritic(temperature=0.5)
-        self.estimator = estimator if estimator is not None else InfoNCE()
-        self.sampler = sampler if sampler is not None else InBatchNegatives(both_views=True)
-        self.sampler.setup(embedding_dim, num_train)
-        self._pending_keys: list[tuple[Tensor, Tensor | None]] = []
+        self.contrast = ContrastStep.attach(
+            self, critic if critic is not None else CosineCritic(temperature=0.5),
+            estimator if estimator is not None else InfoNCE(),
+            sampler if sampler is not None else InBatchNegatives(both_views=True), embedding_dim, num_train)
 
     def forward(self, batch: Batch) -> StepOutput:
         view1, view2 = self.two_views(batch)
         z1, z2 = self.project(view1), self.project(view2)
-        losses, mis, accuracies = [], [], []
-        for query, key in ((z1, z2), (z2, z1)):  # each view is an anchor once: 2N anchors
-            scores = self.sampler.score(self.critic, query, key, batch.index)
-            estimate = self.estimator(scores)
-            losses.append(estimate.loss)
-            mis.append(estimate.mi)
-            if scores.negative is not None:
-                accuracies.append((scores.positive[:, 0] > scores.negative.max(dim=1).values).float().mean())
-        self._pending_keys = [(z2.detach(), batch.index)]
-        logs: dict[str, Tensor | float] = {"mi": torch.stack(mis).mean().detach()}
-        if accuracies:
-            logs["instance_acc"] = torch.stack(accuracies).mean().detach()
-        return StepOutput(loss=(losses[0] + losses[1]) / 2, logs=logs)
+        # each view is an anchor once: 2N anchors; view 2's projections are the keys a memory stores
+        loss12, logs12 = self.contrast(z1, z2, batch.index)
+        loss21, logs21 = self.contrast(z2, z1, batch.index, store=False)
+        logs = {name: (value + logs21[name]) / 2 for name, value in logs12.items()}
+        return StepOutput(loss=(loss12 + loss21) / 2, logs=logs)
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:
         """Feed this step's keys to a stateful sampler (a no-op for in-batch negatives)."""
-        for key, index in self._pending_keys:
-            self.sampler.update(key, index)
-        self._pending_keys = []
+        self.contrast.store_keys()
