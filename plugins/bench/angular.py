@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +23,9 @@ import torch
 
 from selfsup.config import build, load_pipeline, to_container
 from selfsup.data import DataSplits, MultiModalArrays
-from selfsup.engine.loader import InMemoryBatches
-from selfsup.engine.optim import build_optimizer, build_scheduler
-from selfsup.engine.settings import settings_from_config
+from selfsup.engine import Trainer, settings_from_config
 from selfsup.evaluation import extract_features, knn_accuracy
-from selfsup.interfaces import Batch, Objective
+from selfsup.interfaces import Objective
 
 from ..angular.classifier import SphericalClassifier
 from ..angular.metrics import class_angles, class_means, nearest_prototype_accuracy
@@ -80,28 +80,21 @@ def build_objective(registry, encoder_node: dict, method: str, data: DataSplits,
 
 
 def train_epochs(objective: Objective, data: DataSplits, settings, epochs: int, on_epoch=None) -> list[float]:
-    """Train ``epochs`` epochs (engine loader, optimiser and schedule); returns each epoch's training seconds."""
-    loader = InMemoryBatches(data.train, settings.data.batch_size, torch.device("cpu"), settings.seed)
-    optimizer = build_optimizer(objective.parameter_groups(), settings.optim, settings.data.batch_size)
-    total = epochs * len(loader)
-    scheduler = build_scheduler(optimizer, settings.schedule, total, len(loader))
-    seconds, step = [], 0
-    for epoch in range(epochs):
-        objective.train()
-        tick = time.perf_counter()
-        for inputs, labels, index in loader.epoch(epoch):
-            out = objective(Batch(inputs=inputs, labels=labels, index=index))
-            if not torch.isfinite(out.loss):
-                raise RuntimeError(f"{type(objective).__name__}: loss became {out.loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            scheduler.step()
-            objective.after_step(step, total)
-            step += 1
-        seconds.append(time.perf_counter() - tick)
-        if on_epoch is not None:
-            on_epoch(epoch, seconds[-1])
+    """Train ``epochs`` epochs through the engine's public step (its loader, optimiser, schedule
+    and NaN check); returns each epoch's training seconds. Nothing is written to disk."""
+    settings = dataclasses.replace(settings, trainer=dataclasses.replace(
+        settings.trainer, epochs=epochs, max_steps=None, max_minutes=None, device="cpu", compile=False))
+    with tempfile.TemporaryDirectory(prefix="selfsup-bench-angular-") as run_dir:
+        trainer = Trainer(objective, data, None, settings, Path(run_dir), loggers=[])
+        seconds = []
+        for epoch in range(epochs):
+            objective.train()
+            tick = time.perf_counter()
+            for inputs, labels, index in trainer.loader.epoch(epoch):
+                trainer.train_step(inputs, labels, index)
+            seconds.append(time.perf_counter() - tick)
+            if on_epoch is not None:
+                on_epoch(epoch, seconds[-1])
     return seconds
 
 
