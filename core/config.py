@@ -294,10 +294,14 @@ def check_type(value: Any, tp: Any) -> bool:
     return True
 
 
+def union_members(tp: Any) -> tuple[Any, ...]:
+    """The members of a Union / Optional annotation, or ``(tp,)``."""
+    return typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
+
+
 def part_kind(tp: Any) -> str | None:
     """The registry kind whose interface ``tp`` (possibly Optional) names, else None."""
-    candidates = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
-    for candidate in candidates:
+    for candidate in union_members(tp):
         for kind, interface in PART_KINDS.items():
             if isinstance(candidate, type) and issubclass(candidate, interface):
                 return kind
@@ -351,11 +355,15 @@ def validate_params(
         tp = hints.get(key, params[key].annotation)
         kind = part_kind(tp)
         if kind is not None and value is not None:
-            if registry is None:
-                out[key] = value
-            else:
-                out[key] = build(registry, kind, value, key_path, context)
-            continue
+            literal = isinstance(value, str) and any(typing.get_origin(a) is Literal and value in typing.get_args(a)
+                                                      for a in union_members(tp))
+            if isinstance(value, (Mapping, str)) and not literal:  # a part: {name: ..., parameters} or a bare name
+                out[key] = value if registry is None else build(registry, kind, value, key_path, context)
+                continue
+            switches = [a for a in union_members(tp) if a in (bool, int, float)]  # e.g. predictor: true | false
+            if not literal and not any(check_type(value, a) for a in switches):
+                raise ConfigError(f"{key_path}: expected a {kind} as {{name: ..., parameters...}} for {what}, "
+                                  f"got {value!r}.")
         if value == "???":
             raise ConfigError(f"{key_path}: required value is missing ('???') for {what}.")
         if not check_type(value, tp):

@@ -263,6 +263,23 @@ class Objective(nn.Module, abc.ABC):
         return {}
 
 
+class Head(abc.ABC):
+    """A head (registry kind ``head``): builds the module ``[N, in_dim] -> [N, out_dim]`` that a
+    bundle puts on top of its encoder (a projector) or of a projector (a predictor).
+
+    A bundle's ``projector`` / ``predictor`` parameter takes a head (``{name: mlp, ...}`` in a
+    pipeline) or, in Python, a ready ``nn.Module``; the bundle calls :meth:`build` with the
+    width it feeds the head, which the pipeline need not know.
+    """
+
+    #: Width of the head's output.
+    out_dim: int
+
+    @abc.abstractmethod
+    def build(self, in_dim: int) -> nn.Module:
+        """The head's module for inputs ``[N, in_dim]``; returns ``[N, out_dim]``."""
+
+
 class MetricsLogger(abc.ABC):
     """A metrics sink (registry kind ``logger``), listed in ``trainer.loggers``.
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .interfaces import (
-    Critic, Diagnostic, Encoder, MetricsLogger, MIEstimator, NegativeSampler, Objective, PriorMatcher, ViewTransform,
+    Critic, Diagnostic, Encoder, Head, MetricsLogger, MIEstimator, NegativeSampler, Objective, PriorMatcher,
+    ViewTransform,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,6 +96,13 @@ def _check_objective(registry: "Registry", name: str) -> None:
                     num_train=context["num_train"])
 
 
+def _check_head(registry: "Registry", name: str) -> None:
+    from .testing.checks import check_head
+    from .testing.conformance import build_for_conformance
+
+    check_head(build_for_conformance(registry, "head", name)[0])
+
+
 def _check_logger(registry: "Registry", name: str) -> None:
     from .testing.checks import check_logger
     from .testing.conformance import build_for_conformance
@@ -112,6 +120,8 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          traits=("needs_negatives", "is_lower_bound"), check=_check_estimator),
     Kind("sampler", "supplies negatives and builds Scores", NegativeSampler, nested=True, check=_check_sampler),
     Kind("prior", "adversarial prior matching", PriorMatcher, nested=True, check=_check_prior),
+    Kind("head", "a projector or predictor: build(in_dim) -> module [N, in_dim] -> [N, out_dim]", Head, nested=True,
+         check=_check_head),
     Kind("objective", "a bundle wiring parts into one training objective", Objective, nested=True,
          traits=("num_views", "needs_labels"), check=_check_objective),
     Kind("dataset", "loads train/test image arrays"),

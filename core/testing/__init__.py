@@ -49,7 +49,7 @@ from __future__ import annotations
 
 from .checks import (
     BATCH_SIZE, BOUND_TOLERANCE, CONTEXT, DEFAULT_PARTS, FEATURE_DIM, LARGE_SCORE, check_critic, check_encoder,
-    check_estimator, check_logger, check_objective, check_prior, check_sampler, check_transform, known_case_scores,
+    check_estimator, check_head, check_logger, check_objective, check_prior, check_sampler, check_transform, known_case_scores,
 )
 from .conformance import (
     CHECKED_KINDS, ConformanceResult, ConformanceSkip, build_for_conformance, check_component, conformance_params,
@@ -59,7 +59,7 @@ from .conformance import (
 __all__ = [
     "BATCH_SIZE", "BOUND_TOLERANCE", "CHECKED_KINDS", "CONTEXT", "DEFAULT_PARTS", "FEATURE_DIM", "LARGE_SCORE",
     "ConformanceResult", "ConformanceSkip", "build_for_conformance", "check_component", "check_critic",
-    "check_encoder", "check_estimator", "check_logger", "check_objective", "check_prior", "check_sampler", "check_transform",
+    "check_encoder", "check_estimator", "check_head", "check_logger", "check_objective", "check_prior", "check_sampler", "check_transform",
     "conformance_params", "format_results", "known_case_scores", "normalize_package", "plugin_registry",
     "run_conformance",
 ]

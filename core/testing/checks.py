@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from ..interfaces import ViewTransform
 from ..interfaces import (
-    Batch, Critic, Encoder, Estimate, Features, MetricsLogger, MIEstimator, NegativeSampler, Objective, PriorMatcher,
-    Scores, StepOutput,
+    Batch, Critic, Encoder, Estimate, Features, Head, MetricsLogger, MIEstimator, NegativeSampler, Objective,
+    PriorMatcher, Scores, StepOutput,
 )
 
 #: Data parameters the kit fills in (as a pipeline's dataset would): 8x8 grey images, 10 classes.
@@ -384,3 +384,23 @@ def check_logger(logger: MetricsLogger) -> None:
         logger.close()
         stray = [p.name for p in root.iterdir() if p != run_dir]
         _expect(not stray, f"{name} wrote outside the run folder: {stray}")
+
+
+def check_head(head: Head, in_dim: int = FEATURE_DIM, batch_size: int = BATCH_SIZE) -> None:
+    """A head builds a module ``[N, in_dim] -> [N, out_dim]`` for any ``in_dim``: finite output,
+    gradients to its input and its parameters, and a second build is a fresh module."""
+    name = type(head).__name__
+    _expect(isinstance(getattr(head, "out_dim", None), int) and head.out_dim > 0,
+            f"{name}.out_dim must be a positive int, got {getattr(head, 'out_dim', None)!r}")
+    for width in (in_dim, in_dim + 3):
+        module = head.build(width)
+        _expect(isinstance(module, nn.Module), f"{name}.build must return an nn.Module, got {type(module).__name__}")
+        x = torch.randn(batch_size, width, requires_grad=True)
+        module.train()
+        y = module(x)
+        _expect(torch.is_tensor(y) and tuple(y.shape) == (batch_size, head.out_dim),
+                f"{name}.build({width}) maps [{batch_size}, {width}] to {_shape(y)}, expected [{batch_size}, {head.out_dim}]")
+        _expect_finite(y, f"{name} output")
+        y.square().sum().backward()
+        _expect(x.grad is not None and bool(torch.isfinite(x.grad).all()), f"{name}: no finite gradient to the input")
+    _expect(head.build(in_dim) is not head.build(in_dim), f"{name}.build must return a new module on each call")

@@ -6,6 +6,7 @@ from selfsup.registry import Registry
 
 from .critics import BilinearCritic, CosineCritic, DotCritic
 from .estimators import JSD, NWJ, DonskerVaradhan, InfoNCE
+from .heads import MLPHead
 from .samplers import InBatchNegatives, MemoryBank, MomentumQueue
 
 
@@ -20,3 +21,4 @@ def register(registry: Registry) -> None:
     registry.register("sampler", "in_batch", InBatchNegatives)
     registry.register("sampler", "momentum_queue", MomentumQueue)
     registry.register("sampler", "memory_bank", MemoryBank)
+    registry.register("head", "mlp", MLPHead)

@@ -1,8 +1,16 @@
-"""Projection and prediction heads (MLPs) shared by bundles."""
+"""Projection and prediction heads (MLPs) shared by bundles, and the ``mlp`` head component.
+
+Bundles take their projector / predictor as a :class:`~selfsup.interfaces.Head` (registry
+kind ``head``: ``{name: mlp, out_dim: 256}`` in a pipeline) or a ready ``nn.Module`` in
+Python; :func:`build_head` turns either into the module and its output width.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+from selfsup.interfaces import Head
 
 
 def mlp_head(
@@ -34,3 +42,65 @@ def mlp_head(
     if last_batch_norm:
         layers.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*layers)
+
+
+class MLPHead(Head):
+    """An MLP head (registry ``mlp``): ``layers`` Linear layers, each hidden one followed by
+    BN (``batch_norm``) and ReLU; ``last_batch_norm`` adds an affine-free BN on the output.
+
+    out_dim: output width; hidden_dim: hidden width (default: the input width).
+    """
+
+    conformance_params = {"out_dim": 4}
+
+    def __init__(self, out_dim: int, hidden_dim: int | None = None, layers: int = 2, batch_norm: bool = True,
+                 last_batch_norm: bool = False) -> None:
+        if out_dim <= 0:
+            raise ValueError(f"out_dim must be positive, got {out_dim}")
+        if hidden_dim is not None and hidden_dim <= 0:
+            raise ValueError(f"hidden_dim must be positive, got {hidden_dim}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.out_dim, self.hidden_dim, self.layers = int(out_dim), hidden_dim, int(layers)
+        self.batch_norm, self.last_batch_norm = bool(batch_norm), bool(last_batch_norm)
+
+    def build(self, in_dim: int) -> nn.Sequential:
+        return mlp_head(in_dim, self.out_dim, self.hidden_dim, num_layers=self.layers, batch_norm=self.batch_norm,
+                        last_batch_norm=self.last_batch_norm)
+
+
+@torch.no_grad()
+def output_width(module: nn.Module, in_dim: int) -> int:
+    """Width D of ``module``'s output ``[N, D]`` for inputs ``[N, in_dim]`` (one dry forward in eval mode)."""
+    training = module.training
+    module.eval()
+    try:
+        parameter = next(module.parameters(), None)
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        out = module(torch.zeros(2, in_dim, device=device))
+    finally:
+        module.train(training)
+    if out.dim() != 2:
+        raise ValueError(f"a head must map [N, {in_dim}] to [N, D], got shape {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
+def build_head(head: Head | nn.Module | None, in_dim: int, default: Head) -> tuple[nn.Module, int]:
+    """A bundle's ``projector`` / ``predictor`` argument as (module, output width).
+
+    head: a :class:`~selfsup.interfaces.Head` (built for ``in_dim``), a ready ``nn.Module``
+    (used as it is; its width is read from a dry forward) or None (``default`` is built).
+    """
+    head = default if head is None else head
+    if isinstance(head, Head):
+        return head.build(in_dim), head.out_dim
+    if isinstance(head, nn.Module):
+        return head, output_width(head, in_dim)
+    raise TypeError(f"a head must be a selfsup Head or an nn.Module, got {type(head).__name__}")
+
+
+def check_prediction_width(predictor_width: int, embedding_dim: int) -> None:
+    """A predictor must return what it predicts: vectors as wide as the projections."""
+    if predictor_width != embedding_dim:
+        raise ValueError(f"the predictor returns {predictor_width}-d vectors but the projections it predicts are "
+                         f"{embedding_dim}-d; give it out_dim {embedding_dim}")

@@ -6,12 +6,12 @@ from typing import Literal
 
 from torch import nn
 
-from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Head, MIEstimator, NegativeSampler, StepOutput
 
 from ..common.contrast import ContrastStep
 from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
-from ..common.heads import mlp_head
+from ..common.heads import MLPHead, build_head
 from ..common.momentum import cosine_momentum, frozen_copy
 from ..common.samplers import MomentumQueue
 from ..common.split_batchnorm import convert_split_batchnorm
@@ -25,7 +25,8 @@ class MoCo(MomentumContrast):
     L2-normalised vectors with temperature 0.2, InfoNCE, queue of 4,096 keys, momentum 0.99.
     Any critic, estimator or sampler from the registry can replace the defaults.
 
-    projector: ``mlp`` (v2), ``linear`` (v1) or ``none``.
+    projector: ``mlp`` (v2), ``linear`` (v1), ``none``, or a head (``{name: mlp, ...}``; a ready
+        ``nn.Module`` in Python) whose output width is then the embedding width.
     symmetric: also contrast view 2's query against view 1's key and average (as in the
         MoCo CIFAR demo's symmetric loss); both keys are enqueued.
     momentum_schedule: ``constant`` or ``cosine`` (from ``momentum`` to 1 over training).
@@ -43,7 +44,7 @@ class MoCo(MomentumContrast):
         critic: Critic | None = None,
         estimator: MIEstimator | None = None,
         sampler: NegativeSampler | None = None,
-        projector: Literal["mlp", "linear", "none"] = "mlp",
+        projector: Literal["mlp", "linear", "none"] | Head | nn.Module = "mlp",
         projector_hidden_dim: int | None = None,
         embedding_dim: int = 128,
         momentum: float = 0.99,
@@ -57,12 +58,14 @@ class MoCo(MomentumContrast):
         self.base_momentum = check_momentum(momentum)
         self.split_bn = check_split_bn(split_bn)
         self.encoder = convert_split_batchnorm(encoder, self.split_bn)
-        if projector == "none":
+        if isinstance(projector, str) and projector == "none":
             self.projector: nn.Module = nn.Identity()
             embedding_dim = encoder.out_dim
         else:
-            layers = 2 if projector == "mlp" else 1
-            self.projector = mlp_head(encoder.out_dim, embedding_dim, projector_hidden_dim, num_layers=layers)
+            default = MLPHead(embedding_dim, projector_hidden_dim, 2 if projector == "mlp" else 1, batch_norm=False)
+            head, embedding_dim = build_head(default if isinstance(projector, str) else projector, encoder.out_dim,
+                                             default)
+            self.projector = convert_split_batchnorm(head, self.split_bn)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
         self.contrast = ContrastStep.attach(

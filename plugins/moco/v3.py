@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Head, MIEstimator, NegativeSampler, StepOutput
 
 from ..common.contrast import ContrastStep
 from ..common.critics import CosineCritic, DotCritic
 from ..common.estimators import InfoNCE
-from ..common.heads import mlp_head
+from ..common.heads import MLPHead, build_head, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy
 from ..common.samplers import InBatchNegatives
 from ..common.split_batchnorm import convert_split_batchnorm
@@ -47,6 +47,8 @@ class MoCoV3(MomentumContrast):
         both views' keys after the step.
     loss_scale: multiplies the loss; null means 2T with T the critic's temperature.
     split_bn: batch-norm statistics over this many chunks of the local batch (SplitBatchNorm).
+    projector / predictor: heads replacing the defaults (``{name: mlp, ...}``, or a ready
+        ``nn.Module`` in Python); the projector's output width is then the embedding width.
     """
 
     def __init__(
@@ -63,6 +65,8 @@ class MoCoV3(MomentumContrast):
         momentum: float = 0.99,
         loss_scale: float | None = None,
         split_bn: int = 1,
+        projector: Head | nn.Module | None = None,
+        predictor: Head | nn.Module | None = None,
         num_train: int = 0,
     ) -> None:
         super().__init__()
@@ -71,14 +75,13 @@ class MoCoV3(MomentumContrast):
             raise ValueError(f"embedding_dim and hidden_dim must be positive, got {embedding_dim}, {hidden_dim}")
         self.split_bn = check_split_bn(split_bn)
         self.encoder = convert_split_batchnorm(encoder, self.split_bn)
-        self.projector = convert_split_batchnorm(
-            mlp_head(encoder.out_dim, embedding_dim, hidden_dim, projector_layers, batch_norm=True,
-                     last_batch_norm=True),
-            self.split_bn,
-        )
-        self.predictor = convert_split_batchnorm(
-            mlp_head(embedding_dim, embedding_dim, hidden_dim, predictor_layers, batch_norm=True), self.split_bn
-        )
+        head, embedding_dim = build_head(projector, encoder.out_dim, MLPHead(
+            embedding_dim, hidden_dim, projector_layers, batch_norm=True, last_batch_norm=True))
+        self.projector = convert_split_batchnorm(head, self.split_bn)
+        head, width = build_head(predictor, embedding_dim,
+                                 MLPHead(embedding_dim, hidden_dim, predictor_layers, batch_norm=True))
+        check_prediction_width(width, embedding_dim)
+        self.predictor = convert_split_batchnorm(head, self.split_bn)
         self.key_encoder = frozen_copy(self.encoder)
         self.key_projector = frozen_copy(self.projector)
         self.contrast = ContrastStep.attach(

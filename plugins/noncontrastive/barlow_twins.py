@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Encoder, StepOutput
+from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from .base import TwoViewObjective, projector_head
+from ..common.heads import MLPHead, build_head
+from .base import TwoViewObjective
 
 
 class BarlowTwinsTerms(NamedTuple):
@@ -53,6 +54,8 @@ class BarlowTwins(TwoViewObjective):
     Projector: 3 Linear layers with BN-ReLU between them (the paper's shape, narrowed to
     ``embedding_dim`` = 512 for small images; the paper uses 8192).
     lambda_offdiag: weight of the redundancy-reduction (off-diagonal) term.
+    projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
+        (``{name: mlp, ...}`` in a pipeline, or a ready ``nn.Module`` in Python).
     """
 
     def __init__(
@@ -61,13 +64,14 @@ class BarlowTwins(TwoViewObjective):
         embedding_dim: int = 512,
         projector_hidden_dim: int | None = 512,
         projector_layers: int = 3,
+        projector: Head | nn.Module | None = None,
         lambda_offdiag: float = 0.0051,
     ) -> None:
         super().__init__(encoder)
         if lambda_offdiag < 0:
             raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
-        self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, projector_layers,
-                                        batch_norm=True)
+        self.projector, _ = build_head(projector, encoder.out_dim, MLPHead(
+            embedding_dim, projector_hidden_dim, projector_layers, batch_norm=True))
         self.lambda_offdiag = float(lambda_offdiag)
 
     def forward(self, batch: Batch) -> StepOutput:

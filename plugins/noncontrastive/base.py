@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from selfsup.interfaces import Batch, Encoder, Objective
 
-from ..common.heads import mlp_head
-
-
-def projector_head(in_dim: int, out_dim: int, hidden_dim: int | None, num_layers: int, batch_norm: bool,
-                   last_batch_norm: bool = False) -> nn.Sequential:
-    """A projection MLP ``[N, in_dim] -> [N, out_dim]`` (see :func:`~..common.heads.mlp_head`)."""
-    if out_dim <= 0:
-        raise ValueError(f"embedding_dim must be positive, got {out_dim}")
-    if hidden_dim is not None and hidden_dim <= 0:
-        raise ValueError(f"hidden dim must be positive, got {hidden_dim}")
-    return mlp_head(in_dim, out_dim, hidden_dim, num_layers=num_layers, batch_norm=batch_norm,
-                    last_batch_norm=last_batch_norm)
 
 
 class TwoViewObjective(Objective):

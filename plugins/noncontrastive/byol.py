@@ -6,12 +6,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Encoder, StepOutput
+from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
+from ..common.heads import MLPHead, build_head, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
-from .base import TwoViewObjective, mean_cosine, projector_head
+from .base import TwoViewObjective, mean_cosine
 
 
 def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
@@ -41,6 +42,9 @@ class BYOL(TwoViewObjective):
     paper's 0.996 long ones). Loss: ``2 - 2 cos(p, sg(z'))`` for both view orders, summed.
 
     momentum_schedule: ``cosine`` (paper) or ``constant``.
+    projector / predictor: a head replacing the default built from the ``*_dim`` / ``*_layers``
+        settings (``{name: mlp, out_dim: ...}`` in a pipeline, or a ready ``nn.Module`` in
+        Python); the projector's output width is then the embedding width.
     """
 
     def __init__(
@@ -51,12 +55,17 @@ class BYOL(TwoViewObjective):
         predictor_hidden_dim: int | None = 512,
         momentum: float = 0.99,
         momentum_schedule: Literal["cosine", "constant"] = "cosine",
+        projector: Head | nn.Module | None = None,
+        predictor: Head | nn.Module | None = None,
     ) -> None:
         super().__init__(encoder)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, 2, batch_norm=True)
-        self.predictor = projector_head(embedding_dim, embedding_dim, predictor_hidden_dim, 2, batch_norm=True)
+        self.projector, embedding_dim = build_head(projector, encoder.out_dim,
+                                                   MLPHead(embedding_dim, projector_hidden_dim, 2, batch_norm=True))
+        self.predictor, width = build_head(predictor, embedding_dim,
+                                           MLPHead(embedding_dim, predictor_hidden_dim, 2, batch_norm=True))
+        check_prediction_width(width, embedding_dim)
         self.target_encoder = frozen_copy(encoder)
         self.target_projector = frozen_copy(self.projector)
         self.base_momentum = float(momentum)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, NegativeSampler, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Head, MIEstimator, NegativeSampler, StepOutput
 
 from ..common.contrast import ContrastStep
 from ..common.critics import CosineCritic
+from ..common.heads import MLPHead, build_head
 from ..common.estimators import InfoNCE
 from ..common.samplers import InBatchNegatives
-from .base import TwoViewObjective, projector_head
+from .base import TwoViewObjective
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -49,6 +50,9 @@ class SimCLR(TwoViewObjective):
 
     projector_layers: 1 (linear), 2 (default) or more; projector_batch_norm: BN in the
     projector's hidden layers.
+    projector: a head replacing the default built from the ``*_dim`` / ``*_layers``
+        settings (``{name: mlp, out_dim: ...}`` in a pipeline, or a ready ``nn.Module`` in
+        Python); the projector's output width is then the embedding width.
     """
 
     def __init__(
@@ -61,11 +65,12 @@ class SimCLR(TwoViewObjective):
         projector_hidden_dim: int | None = None,
         projector_layers: int = 2,
         projector_batch_norm: bool = True,
+        projector: Head | nn.Module | None = None,
         num_train: int = 0,
     ) -> None:
         super().__init__(encoder)
-        self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, projector_layers,
-                                        projector_batch_norm)
+        self.projector, embedding_dim = build_head(projector, encoder.out_dim, MLPHead(
+            embedding_dim, projector_hidden_dim, projector_layers, projector_batch_norm))
         self.contrast = ContrastStep.attach(
             self, critic if critic is not None else CosineCritic(temperature=0.5),
             estimator if estimator is not None else InfoNCE(),

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Encoder, StepOutput
+from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from .base import TwoViewObjective, mean_cosine, projector_head
+from ..common.heads import MLPHead, build_head, check_prediction_width
+from .base import TwoViewObjective, mean_cosine
 
 
 def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> Tensor:
@@ -39,7 +40,10 @@ class SimSiam(TwoViewObjective):
 
     stop_gradient: detach the projections the predictions are compared with (False
         collapses: ``selfsup bench collapse``).
-    predictor: use the predictor (False: compare projections directly, which collapses).
+    predictor: true (the default bottleneck MLP), false (compare projections directly, which
+        collapses), or a head (``{name: mlp, ...}``; a ready ``nn.Module`` in Python).
+    projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
+        (its output width is then the embedding width).
     fixed_predictor_lr: keep the predictor's learning rate at its starting value while the
         schedule decays the rest (the paper's Table 1, "fixed lr"); needs ``predictor``.
     projector_last_batch_norm: end the projector with an affine-free BN (the paper's
@@ -54,22 +58,25 @@ class SimSiam(TwoViewObjective):
         embedding_dim: int = 256,
         projector_hidden_dim: int | None = None,
         projector_layers: int = 2,
-        predictor: bool = True,
+        predictor: Head | nn.Module | bool = True,
         predictor_hidden_dim: int | None = None,
         stop_gradient: bool = True,
         fixed_predictor_lr: bool = False,
         projector_last_batch_norm: bool = True,
+        projector: Head | nn.Module | None = None,
     ) -> None:
         super().__init__(encoder)
-        if fixed_predictor_lr and not predictor:
+        if fixed_predictor_lr and predictor is False:
             raise ValueError("fixed_predictor_lr needs a predictor (predictor: true)")
         hidden = projector_hidden_dim or encoder.out_dim
-        self.projector = projector_head(encoder.out_dim, embedding_dim, hidden, projector_layers, batch_norm=True,
-                                        last_batch_norm=projector_last_batch_norm)
-        bottleneck = predictor_hidden_dim or max(embedding_dim // 4, 1)
-        self.predictor: nn.Module = (
-            projector_head(embedding_dim, embedding_dim, bottleneck, 2, batch_norm=True) if predictor else nn.Identity()
-        )
+        self.projector, embedding_dim = build_head(projector, encoder.out_dim, MLPHead(
+            embedding_dim, hidden, projector_layers, batch_norm=True, last_batch_norm=projector_last_batch_norm))
+        self.predictor: nn.Module = nn.Identity()
+        if predictor is not False:
+            bottleneck = predictor_hidden_dim or max(embedding_dim // 4, 1)
+            default = MLPHead(embedding_dim, bottleneck, 2, batch_norm=True)
+            self.predictor, width = build_head(default if predictor is True else predictor, embedding_dim, default)
+            check_prediction_width(width, embedding_dim)
         self.stop_gradient = stop_gradient
         self.fixed_predictor_lr = fixed_predictor_lr
 

@@ -6,11 +6,12 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Encoder, StepOutput
+from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from .base import TwoViewObjective, projector_head
+from ..common.heads import MLPHead, build_head
+from .base import TwoViewObjective
 
 
 class VICRegTerms(NamedTuple):
@@ -70,6 +71,8 @@ class VICReg(TwoViewObjective):
 
     Projector ("expander"): 3 Linear layers with BN-ReLU between them, 512-d for small
     images (the paper uses 8192).
+    projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
+        (``{name: mlp, ...}`` in a pipeline, or a ready ``nn.Module`` in Python).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class VICReg(TwoViewObjective):
         embedding_dim: int = 512,
         projector_hidden_dim: int | None = 512,
         projector_layers: int = 3,
+        projector: Head | nn.Module | None = None,
         invariance_weight: float = 25.0,
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
@@ -90,8 +94,8 @@ class VICReg(TwoViewObjective):
                 raise ValueError(f"{name} must be >= 0, got {value}")
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
-        self.projector = projector_head(encoder.out_dim, embedding_dim, projector_hidden_dim, projector_layers,
-                                        batch_norm=True)
+        self.projector, _ = build_head(projector, encoder.out_dim, MLPHead(
+            embedding_dim, projector_hidden_dim, projector_layers, batch_norm=True))
         self.weights = (float(invariance_weight), float(variance_weight), float(covariance_weight))
         self.eps = float(eps)
 
