@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+from typing import NamedTuple
+
 from torch import Tensor
 
 from selfsup.interfaces import Batch, Encoder, Objective
@@ -37,6 +38,15 @@ class TwoViewObjective(Objective):
         return self.projector(self.encoder(x).global_)
 
 
-def mean_cosine(a: Tensor, b: Tensor) -> Tensor:
-    """Mean cosine similarity of aligned rows ``[N, D] x [N, D]`` (a detached log value)."""
-    return F.cosine_similarity(a.detach().float(), b.detach().float(), dim=-1).mean()
+class PredictionLoss(NamedTuple):
+    """What BYOL's and SimSiam's losses return.
+
+    The convention of every functional loss here: a NamedTuple (or, for the contrastive
+    NT-Xent, the estimators' :class:`~selfsup.interfaces.Estimate`) whose ``loss`` field is
+    the scalar to minimise, the other fields the terms a bundle logs (detached).
+
+    loss: the scalar; cosine: the mean cosine of predictions and their targets (detached).
+    """
+
+    loss: Tensor
+    cosine: Tensor

@@ -12,11 +12,11 @@ from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
-from .base import TwoViewObjective, mean_cosine
+from .base import PredictionLoss, TwoViewObjective
 
 
-def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
-    """``2 - 2 cos(p, z')`` averaged over the batch: prediction, target ``[N, D]`` -> scalar in [0, 4].
+def byol_loss(prediction: Tensor, target: Tensor) -> PredictionLoss:
+    """``2 - 2 cos(p, z')`` averaged over the batch: prediction, target ``[N, D]`` -> loss in [0, 4].
 
     Equals the mean squared distance of the L2-normalised vectors. The caller passes the
     target network's output, which carries no gradient (stop-gradient).
@@ -24,13 +24,16 @@ def byol_loss(prediction: Tensor, target: Tensor) -> Tensor:
     if prediction.shape != target.shape or prediction.dim() != 2:
         raise ValueError(f"prediction and target must both be [N, D], got {tuple(prediction.shape)} and "
                          f"{tuple(target.shape)}")
-    return (2.0 - 2.0 * F.cosine_similarity(prediction, target, dim=-1)).mean()
+    cosine = F.cosine_similarity(prediction, target, dim=-1).mean()
+    return PredictionLoss(2.0 - 2.0 * cosine, cosine.detach())
 
 
-def symmetric_byol_loss(p1: Tensor, p2: Tensor, z1_target: Tensor, z2_target: Tensor) -> Tensor:
+def symmetric_byol_loss(p1: Tensor, p2: Tensor, z1_target: Tensor, z2_target: Tensor) -> PredictionLoss:
     """BYOL's symmetrised loss ``L + L~ = byol(p1, sg(z2')) + byol(p2, sg(z1'))`` (the paper sums
-    the two directions; range [0, 8]). All inputs ``[N, D]``; targets are detached here."""
-    return byol_loss(p1, z2_target.detach()) + byol_loss(p2, z1_target.detach())
+    the two directions; range [0, 8]); cosine: the mean of both directions'. All inputs
+    ``[N, D]``; targets are detached here."""
+    forward, backward = byol_loss(p1, z2_target.detach()), byol_loss(p2, z1_target.detach())
+    return PredictionLoss(forward.loss + backward.loss, (forward.cosine + backward.cosine) / 2)
 
 
 class BYOL(TwoViewObjective):
@@ -85,9 +88,8 @@ class BYOL(TwoViewObjective):
         _, p1 = self._online(view1)
         _, p2 = self._online(view2)
         t1, t2 = self._target(view1), self._target(view2)
-        loss = symmetric_byol_loss(p1, p2, t1, t2)
-        logs = {"cosine": (mean_cosine(p1, t2) + mean_cosine(p2, t1)) / 2, "target_momentum": self.last_momentum}
-        return StepOutput(loss=loss, logs=logs)
+        terms = symmetric_byol_loss(p1, p2, t1, t2)
+        return StepOutput(loss=terms.loss, logs={"cosine": terms.cosine, "target_momentum": self.last_momentum})
 
     def current_momentum(self, step: int, total_steps: int) -> float:
         if self.momentum_schedule == "cosine":

@@ -7,11 +7,13 @@ and whose negatives are the remaining 2N - 2 views; the loss is the mean cross-e
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Critic, Encoder, Head, MIEstimator, NegativeSampler, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Estimate, Head, MIEstimator, NegativeSampler, StepOutput
 
 from ..common.contrast import ContrastStep
 from ..common.critics import CosineCritic
@@ -21,8 +23,9 @@ from ..common.samplers import InBatchNegatives
 from .base import TwoViewObjective
 
 
-def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
-    """NT-Xent: z1, z2 ``[N, D]`` (row i of each: two views of image i) -> scalar.
+def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Estimate:
+    """NT-Xent: z1, z2 ``[N, D]`` (row i of each: two views of image i) -> ``Estimate(loss, mi)``,
+    ``mi = log(2N - 1) - loss`` (the InfoNCE bound it is).
 
     Logits are cosine similarities divided by ``temperature`` between all 2N views, the
     view itself excluded; the target of view i is its partner. Collapsed embeddings (all
@@ -37,7 +40,8 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     logits = z @ z.T / temperature  # [2N, 2N]
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)  # [2N]
-    return F.cross_entropy(logits, partner)
+    loss = F.cross_entropy(logits, partner)
+    return Estimate(loss=loss, mi=math.log(2 * n - 1) - loss.detach())
 
 
 class SimCLR(TwoViewObjective):

@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_prediction_width
-from .base import TwoViewObjective, mean_cosine
+from .base import PredictionLoss, TwoViewObjective
 
 
-def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> Tensor:
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> PredictionLoss:
     """``-1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))]`` averaged over the batch; all inputs ``[N, D]``.
 
     Range [-1, 1]; -1 when every prediction points along the other view's projection.
@@ -28,7 +28,8 @@ def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: 
         raise ValueError(f"p1, p2, z1, z2 must all be [N, D], got shapes {sorted(shapes)}")
     if stop_gradient:
         z1, z2 = z1.detach(), z2.detach()
-    return -0.5 * (F.cosine_similarity(p1, z2, dim=-1).mean() + F.cosine_similarity(p2, z1, dim=-1).mean())
+    cosine = 0.5 * (F.cosine_similarity(p1, z2, dim=-1).mean() + F.cosine_similarity(p2, z1, dim=-1).mean())
+    return PredictionLoss(-cosine, cosine.detach())
 
 
 class SimSiam(TwoViewObjective):
@@ -85,11 +86,10 @@ class SimSiam(TwoViewObjective):
         z1 = self.projector(self.encoder(view1).global_)  # [N, E]
         z2 = self.projector(self.encoder(view2).global_)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        loss = simsiam_loss(p1, p2, z1, z2, self.stop_gradient)
+        terms = simsiam_loss(p1, p2, z1, z2, self.stop_gradient)
         with torch.no_grad():
             z_std = F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
-        return StepOutput(loss=loss, logs={"cosine": (mean_cosine(p1, z2) + mean_cosine(p2, z1)) / 2,
-                                           "projection_std": z_std})
+        return StepOutput(loss=terms.loss, logs={"cosine": terms.cosine, "projection_std": z_std})
 
     def parameter_groups(self) -> list[dict]:
         """One group, or two with ``fixed_predictor_lr`` (the predictor's marked ``fixed_lr``)."""

@@ -48,7 +48,7 @@ def test_simclr_bundle_is_nt_xent_with_2n_minus_2_negatives(registry):
     b = batch()
     out = simclr(b)
     z1, z2 = simclr.project(b.views[0]), simclr.project(b.views[1])  # same batch statistics in train mode
-    assert out.loss.item() == pytest.approx(nt_xent_loss(z1, z2, 0.5).item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(nt_xent_loss(z1, z2, 0.5).loss.item(), rel=1e-5)
     scores = simclr.sampler.score(simclr.critic, z1, z2)
     assert scores.negative.shape == (16, 2 * 16 - 2)
 

@@ -28,42 +28,43 @@ def test_nt_xent_by_hand():
     for i in range(4):
         logits = {j: float(views[i] @ views[j]) / t for j in range(4) if j != i}
         total += -logits[partner[i]] + math.log(sum(math.exp(v) for v in logits.values()))
-    assert nt_xent_loss(z1, z2, t).item() == pytest.approx(total / 4, rel=1e-6)
+    assert nt_xent_loss(z1, z2, t).loss.item() == pytest.approx(total / 4, rel=1e-6)
 
 
 def test_nt_xent_of_collapsed_embeddings_is_log_2n_minus_1():
     z = torch.ones(8, 5)
-    assert nt_xent_loss(z, z, 0.5).item() == pytest.approx(math.log(2 * 8 - 1), rel=1e-6)
+    assert nt_xent_loss(z, z, 0.5).loss.item() == pytest.approx(math.log(2 * 8 - 1), rel=1e-6)
 
 
 def test_nt_xent_is_symmetric_and_small_for_separated_pairs():
     z1, z2 = randn(16, 8), randn(16, 8, seed=1)
-    assert nt_xent_loss(z1, z2).item() == pytest.approx(nt_xent_loss(z2, z1).item(), rel=1e-6)
+    assert nt_xent_loss(z1, z2).loss.item() == pytest.approx(nt_xent_loss(z2, z1).loss.item(), rel=1e-6)
     one_hot = torch.eye(8) * 10
-    assert nt_xent_loss(one_hot, one_hot, 0.1).item() < 1e-3  # orthogonal instances, identical views
+    assert nt_xent_loss(one_hot, one_hot, 0.1).loss.item() < 1e-3  # orthogonal instances, identical views
 
 
 # --------------------------------------------------------------------------- BYOL
 def test_byol_loss_by_hand_and_range():
     p = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]])
     z = torch.tensor([[0.0, 5.0], [1.0, 0.0], [0.0, -1.0]])  # cosines 0, 1, -1 -> 2, 0, 4
-    assert byol_loss(p, z).item() == pytest.approx((2 + 0 + 4) / 3)
+    assert byol_loss(p, z).loss.item() == pytest.approx((2 + 0 + 4) / 3)
     u, v = randn(32, 6), randn(32, 6, seed=1)
     squared_distance = (F.normalize(u, dim=1) - F.normalize(v, dim=1)).pow(2).sum(1).mean()
-    assert byol_loss(u, v).item() == pytest.approx(squared_distance.item(), rel=1e-5)
+    assert byol_loss(u, v).loss.item() == pytest.approx(squared_distance.item(), rel=1e-5)
 
 
 def test_symmetric_byol_loss_sums_both_directions_and_is_symmetric():
     p1, p2, z1, z2 = (randn(10, 4, seed=s) for s in range(4))
-    loss = symmetric_byol_loss(p1, p2, z1, z2)
-    assert loss.item() == pytest.approx((byol_loss(p1, z2) + byol_loss(p2, z1)).item(), rel=1e-6)
-    assert loss.item() == pytest.approx(symmetric_byol_loss(p2, p1, z2, z1).item(), rel=1e-6)
+    terms = symmetric_byol_loss(p1, p2, z1, z2)
+    assert terms.loss.item() == pytest.approx((byol_loss(p1, z2).loss + byol_loss(p2, z1).loss).item(), rel=1e-6)
+    assert terms.cosine.item() == pytest.approx(1 - terms.loss.item() / 4, rel=1e-5)  # loss = 2 (2 - 2 cos)
+    assert terms.loss.item() == pytest.approx(symmetric_byol_loss(p2, p1, z2, z1).loss.item(), rel=1e-6)
 
 
 def test_symmetric_byol_loss_stops_the_target_gradient():
     p1, p2 = randn(4, 3).requires_grad_(), randn(4, 3, seed=1).requires_grad_()
     z1, z2 = randn(4, 3, seed=2).requires_grad_(), randn(4, 3, seed=3).requires_grad_()
-    symmetric_byol_loss(p1, p2, z1, z2).backward()
+    symmetric_byol_loss(p1, p2, z1, z2).loss.backward()
     assert p1.grad is not None and z1.grad is None and z2.grad is None
 
 
@@ -71,17 +72,18 @@ def test_symmetric_byol_loss_stops_the_target_gradient():
 def test_simsiam_loss_by_hand():
     p1, z2 = torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]])  # cos 1
     p2, z1 = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 0.0]])  # cos 0
-    assert simsiam_loss(p1, p2, z1, z2).item() == pytest.approx(-0.5)
-    assert simsiam_loss(z1, z1, z1, z1).item() == pytest.approx(-1.0)  # the minimum
+    assert simsiam_loss(p1, p2, z1, z2).loss.item() == pytest.approx(-0.5)
+    assert simsiam_loss(z1, z1, z1, z1).loss.item() == pytest.approx(-1.0)  # the minimum
 
 
 def test_simsiam_loss_is_symmetric_and_stop_gradient_is_an_option():
     p1, p2, z1, z2 = (randn(6, 4, seed=s).requires_grad_() for s in range(4))
-    loss = simsiam_loss(p1, p2, z1, z2)
-    assert loss.item() == pytest.approx(simsiam_loss(p2, p1, z2, z1).item(), rel=1e-6)
-    loss.backward()
+    terms = simsiam_loss(p1, p2, z1, z2)
+    assert terms.cosine.item() == pytest.approx(-terms.loss.item())
+    assert terms.loss.item() == pytest.approx(simsiam_loss(p2, p1, z2, z1).loss.item(), rel=1e-6)
+    terms.loss.backward()
     assert p1.grad is not None and z1.grad is None and z2.grad is None
-    simsiam_loss(p1, p2, z1, z2, stop_gradient=False).backward()
+    simsiam_loss(p1, p2, z1, z2, stop_gradient=False).loss.backward()
     assert z1.grad is not None and z2.grad is not None
 
 
