@@ -13,6 +13,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .engine.events import Callback
+from .engine.trainer import UNSIZED_TOTAL_STEPS
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -34,20 +35,22 @@ class ConsoleReporter(Callback):
         self.bar: tqdm | None = None
 
     def _write(self, text: str, file: Any = None) -> None:
-        tqdm.write(text, file=file or sys.stdout)
+        file = file or sys.stdout
+        tqdm.write(text, file=file)  # above the progress bar
+        file.flush()  # a log file sees each line as it happens
 
     def on_fit_start(self, trainer, resume):
         if not trainer.process.is_main:
             return
         self._write(f"run folder: {trainer.run_dir}" + (f" (resumed at step {trainer.global_step})" if resume else ""))
         if self.progress:
-            total = None if trainer.total_steps >= 10**9 else trainer.total_steps
+            total = None if trainer.total_steps >= UNSIZED_TOTAL_STEPS else trainer.total_steps
             self.bar = tqdm(total=total, initial=trainer.global_step, desc="train", dynamic_ncols=True,
                             mininterval=0.5, leave=False)
 
     def on_step(self, trainer, logs):
         if self.bar is not None:
-            if self.bar.total != trainer.total_steps and trainer.total_steps < 10**9:
+            if self.bar.total != trainer.total_steps and trainer.total_steps < UNSIZED_TOTAL_STEPS:
                 self.bar.total = trainer.total_steps
             self.bar.update(1)
 

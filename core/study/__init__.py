@@ -20,11 +20,27 @@ The package builds on the engine's public API (``build_trainer``, ``Trainer.fit`
 imports ``selfsup.plugins``.
 """
 
-from .execute import RunRecord, execute_run
-from .plan import PlannedRun, plan_study, validate_runs
-from .report import write_report
-from .runner import StudyEvent, StudyOutcome, run_study
-from .spec import Budget, StudySpec, Variant, load_study, parse_study
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public name -> the submodule that defines it; imported on first use, so the command line
+#: (which registers ``selfsup study``) does not load the engine for every other command.
+_EXPORTS = {
+    "RunRecord": "execute", "execute_run": "execute",
+    "PlannedRun": "plan", "plan_study": "plan", "validate_runs": "plan",
+    "write_report": "report",
+    "StudyEvent": "runner", "StudyOutcome": "runner", "run_study": "runner",
+    "Budget": "spec", "StudySpec": "spec", "Variant": "spec", "load_study": "spec", "parse_study": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'selfsup.study' has no attribute {name!r}")
+
 
 __all__ = [
     "Budget",

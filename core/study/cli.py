@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .execute import RunRecord
-from .runner import EXIT_INTERRUPTED, StudyEvent
+if TYPE_CHECKING:  # pragma: no cover - the runner (engine, torch) loads when a study runs
+    from .execute import RunRecord
+    from .runner import StudyEvent
+
+#: Exit code of an interrupted study (as for SIGINT); the runner's EXIT_INTERRUPTED.
+EXIT_INTERRUPTED = 130
 
 DESCRIPTION = (
     "Run every variant x seed of a study file in its own run folder under the study folder, one after "
@@ -26,7 +31,7 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}%"
 
 
-def _describe(record: RunRecord) -> str:
+def _describe(record: "RunRecord") -> str:
     parts = [record.status]
     if record.knn is not None:
         parts.append(f"kNN {_percent(record.knn)}")
@@ -44,7 +49,7 @@ def _describe(record: RunRecord) -> str:
     return text
 
 
-def print_event(event: StudyEvent) -> None:
+def print_event(event: "StudyEvent") -> None:
     if event.kind == "validate":
         print(f"validating {event.total} run(s) ...", flush=True)
         return

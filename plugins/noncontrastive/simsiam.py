@@ -40,7 +40,7 @@ class SimSiam(TwoViewObjective):
     with a bottleneck of ``embedding_dim // 4``.
 
     stop_gradient: detach the projections the predictions are compared with (False
-        collapses: ``selfsup bench collapse``).
+        collapses: ``examples/studies/collapse_simsiam.yaml``).
     predictor: true (the default bottleneck MLP), false (compare projections directly, which
         collapses), or a head (``{name: mlp, ...}``; a ready ``nn.Module`` in Python).
     projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
