@@ -30,12 +30,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .config import apply_overrides, load_pipeline
     from .console import ConsoleReporter
     from .engine import build_trainer, load_run_config
+    from .engine.pipeline import check_resume_overrides
 
     warn_plugin_failures()  # a broken third-party plugin is named before its components are missed
     overrides = list(args.overrides)
     if args.resume:
+        if args.overwrite:
+            raise SelfsupError("--resume continues the run in its folder and --overwrite replaces it; use one.")
         if args.pipeline and "=" in args.pipeline:
             overrides.insert(0, args.pipeline)
+        elif args.pipeline:
+            raise SelfsupError(
+                f"--resume continues {args.resume} with its own config.yaml; the pipeline file {args.pipeline} would "
+                "not be used. Drop it (key=value overrides of resumable keys are applied), or start a fresh run "
+                "from it with another --run-dir."
+            )
+        check_resume_overrides(overrides)
         cfg = apply_overrides(load_run_config(Path(args.resume)), overrides)
         trainer = build_trainer(cfg, run_dir=Path(args.resume))
     else:
@@ -44,19 +54,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_pipeline(args.pipeline, overrides)
         trainer = build_trainer(cfg, run_dir=Path(args.run_dir) if args.run_dir else None)
     trainer.add_callback(ConsoleReporter(progress=trainer.settings.trainer.progress))
-    trainer.fit(resume=bool(args.resume))
+    trainer.fit(resume=bool(args.resume), overwrite=args.overwrite)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
+    from .config import apply_overrides
     from .console import format_results
     from .engine import build_trainer, load_run_config
-    from .engine.trainer import EVAL_BEFORE_NAME
+    from .engine import EVAL_BEFORE_NAME
 
     run_dir = Path(args.run_dir)
-    trainer = build_trainer(load_run_config(run_dir), run_dir=run_dir)
+    keys = [item.split("=", 1)[0] for item in args.overrides]
+    refused = [k for k in keys if not (k.startswith("eval.") or k in ("trainer.device", "trainer.precision"))]
+    if refused:
+        raise SelfsupError(f"selfsup eval can change eval.*, trainer.device and trainer.precision only, not "
+                           f"{', '.join(refused)}: the checkpoint holds the rest.")
+    trainer = build_trainer(apply_overrides(load_run_config(run_dir), args.overrides), run_dir=run_dir)
     trainer.load_checkpoint()
     before = None
     if (run_dir / EVAL_BEFORE_NAME).exists():
@@ -104,11 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="key.path=value overrides")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     train.add_argument("--run-dir", metavar="DIR", help="write the run here instead of trainer.out_dir/<name>")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run already in the run folder (by default a fresh run refuses a folder "
+                            "that holds one)")
     train.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a run", description="kNN and linear-probe accuracy of a run's "
                         "representation on the held-out split; writes metrics.json and plots in RUN_DIR.")
     ev.add_argument("run_dir", metavar="RUN_DIR")
+    ev.add_argument("overrides", nargs="*", help="eval.* / trainer.device / trainer.precision overrides "
+                    "(e.g. trainer.device=cpu for a run trained on a GPU)")
     ev.set_defaults(func=_cmd_eval)
 
     add_plugin_parsers(sub)  # plugins list/show/check, new-plugin

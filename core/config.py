@@ -64,8 +64,8 @@ class DataConfig:
 
     dataset: Node = dataclasses.field(default_factory=lambda: {"name": "digits"})
     augment: Node | None = dataclasses.field(default_factory=lambda: {"name": "two_view"})
-    batch_size: int = 256
-    num_workers: int = 0
+    batch_size: int = bounded(256, minimum=1)
+    num_workers: int = bounded(0, minimum=0)
     drop_last: bool = True
 
 
@@ -74,9 +74,9 @@ class OptimConfig:
     """``optim:`` — the optimiser of the objective's parameters."""
 
     name: Literal["sgd", "adamw", "lars"] = "sgd"
-    lr: float = 0.06
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = bounded(0.06, above=0)
+    momentum: float = bounded(0.9, minimum=0, maximum=1)
+    weight_decay: float = bounded(5e-4, minimum=0)
     betas: tuple[float, float] = (0.9, 0.999)
     #: Multiply ``lr`` by batch_size / 256 (the linear scaling rule).
     scale_by_batch: bool = False
@@ -87,8 +87,8 @@ class ScheduleConfig:
     """``schedule:`` — learning-rate schedule over optimiser steps."""
 
     name: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.0
+    warmup_epochs: float = bounded(0.0, minimum=0)
+    min_lr_ratio: float = bounded(0.0, minimum=0, maximum=1)
 
 
 @dataclasses.dataclass
@@ -101,7 +101,7 @@ class TrainerConfig:
     max_steps: int | None = bounded(None, minimum=1)
     #: Wall-clock budget of training in minutes (evaluation and checkpoints not counted).
     #: The learning-rate and momentum schedules are sized to the steps that fit in it, from
-    #: the pace measured after 10 steps and again at 10%, 50% and 80% of the budget.
+    #: the pace measured after 10 steps and again at every 10% of the budget.
     max_minutes: float | None = bounded(None, above=0)
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
@@ -113,7 +113,7 @@ class TrainerConfig:
     #: On a CPU device under Linux/glibc, keep freed tensor memory in the process for the next
     #: step instead of unmapping it (no page faults per step; resident memory stays at its peak).
     retain_host_memory: bool = True
-    grad_clip: float | None = None
+    grad_clip: float | None = bounded(None, above=0)
     log_every: int = bounded(10, minimum=1)
     checkpoint_every_epochs: int = bounded(1, minimum=1)
     #: Metrics sinks (registry kind ``logger``): names or ``{name: ..., params}``.
@@ -154,8 +154,8 @@ class MonitorConfig:
     """
 
     diagnostics: list[Union[str, Node]] = dataclasses.field(default_factory=list)
-    every: int = 100
-    probe_size: int = 512
+    every: int = bounded(100, minimum=1)
+    probe_size: int = bounded(512, minimum=2)
     split: Literal["train", "test"] = "train"
     #: ``embed``: the representation; ``project``: the projection head's output, for bundles
     #: that define ``project(x)`` (collapse shows there first).
@@ -164,7 +164,7 @@ class MonitorConfig:
     collapse_rank: float | None = None
     #: Measurements before this step are logged but not checked: a randomly initialised
     #: network, and BatchNorm running statistics that have not caught up, look collapsed.
-    warmup_steps: int = 0
+    warmup_steps: int = bounded(0, minimum=0)
     stop_on_collapse: bool = False
 
 

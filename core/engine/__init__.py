@@ -9,7 +9,8 @@ from .checkpoint import CHECKPOINT_NAME, ENCODER_NAME
 from .events import Callback
 from .pipeline import build_trainer, load_run_config, resolved_config
 from .settings import Settings, settings_from_config
-from .trainer import CONFIG_NAME, EVAL_BEFORE_NAME, KNN_CURVE_NAME, METRICS_JSON, FitResult, Trainer
+from .run_folder import CONFIG_NAME, EVAL_BEFORE_NAME, KNN_CURVE_NAME, METRICS_JSON
+from .trainer import FitResult, Trainer
 
 __all__ = [
     "CHECKPOINT_NAME", "CONFIG_NAME", "ENCODER_NAME", "EVAL_BEFORE_NAME", "KNN_CURVE_NAME", "METRICS_JSON",

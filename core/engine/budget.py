@@ -12,8 +12,9 @@ import time
 from collections.abc import Iterator
 
 #: Fractions of a minutes budget at which the schedule is re-sized from the measured pace
-#: (the first steps run slower than the steady state; the machine's speed drifts).
-RESIZE_AT = (0.1, 0.5, 0.8)
+#: (the first steps run slower than the steady state; a shared machine's speed drifts, and a
+#: schedule sized too short would end the run early).
+RESIZE_AT = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 #: Steps timed (after 2 warm-up steps) before the first estimate of a minutes budget.
 CALIBRATION_STEPS = 10
 

@@ -21,12 +21,26 @@ CHECKPOINT_NAME = "checkpoint.pt"
 ENCODER_NAME = "encoder.safetensors"
 
 
+def _write_atomically(path: Path, write: Any) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename over it; on failure (a
+    full disk, a read-only folder) the temporary file is removed, ``path`` is left as it was,
+    and the error names the file."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.chmod(tmp, 0o644)  # readable like every other run file (some writers create 0600)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise SelfsupError(f"could not write {path}: {reason}. Nothing was replaced; free disk space or "
+                           "check the folder's permissions, then resume.") from None
+
+
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    _write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -67,10 +81,11 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
 
 
 def export_encoder(encoder: nn.Module, path: Path) -> None:
-    """Write the encoder's weights alone as safetensors, for downstream use."""
+    """Write the encoder's weights alone as safetensors (mode 0644, deterministic bytes), for downstream use."""
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "selfsup"})
-    os.replace(tmp, path)
+    # the same weights give the same bytes (and hash) in any process: safetensors keeps its
+    # metadata in a hash map whose order changes between processes, so it holds one key only
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sorted(encoder.state_dict().items())}
+    metadata = {"format": "pt"}
+    _write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))

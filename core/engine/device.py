@@ -13,9 +13,24 @@ from ..interfaces import Encoder
 
 
 def select_device(name: str) -> torch.device:
+    """``trainer.device``: ``auto`` (CUDA when there is a GPU, else CPU), ``cpu``, ``cuda`` /
+    ``cuda:N`` or ``mps``; a device this machine does not have is a :class:`ConfigError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"trainer.device: {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ConfigError(f"trainer.device: {name!r}, but this machine has {count} CUDA GPU(s); use "
+                              "trainer.device=auto or cpu.")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"trainer.device: {name!r}, but MPS is not available here; use trainer.device=auto or cpu.")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"trainer.device: {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps.")
+    return device
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

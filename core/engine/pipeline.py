@@ -16,7 +16,8 @@ from ..registry import Registry
 from .monitor import build_diagnostics
 from .run_log import build_loggers
 from .settings import Settings, settings_from_config
-from .trainer import CONFIG_NAME, Trainer
+from .run_folder import CONFIG_NAME
+from .trainer import Trainer
 
 
 def resolved_config(cfg: Any, settings: Settings) -> dict[str, Any]:
@@ -47,7 +48,9 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
         )
     transform = build(registry, "transform", settings.data.augment, "data.augment") if settings.data.augment else None
     torch.manual_seed(settings.seed)
+    check_data_parameters(node["objective"], data.context(), "objective")
     objective = build(registry, "objective", node["objective"], "objective", context=data.context())
+    dry_run(objective, data)
     if objective.needs_labels and bool((data.train.labels < 0).any()):
         raise ConfigError(
             f"objective: {type(objective).__name__} is supervised and needs a label for every training "
@@ -60,6 +63,69 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
     loggers = build_loggers(registry, settings.trainer.loggers)
     return Trainer(objective, data, transform, settings, run_dir, config=resolved_config(cfg, settings),
                    diagnostics=diagnostics, loggers=loggers)
+
+
+#: Parameters that describe the data: a pipeline that sets one must agree with the dataset.
+DATA_PARAMETERS = ("in_channels", "image_size", "num_classes")
+
+
+def check_data_parameters(node: Any, context: dict[str, Any], path: str) -> None:
+    """Refuse a data-describing parameter (``in_channels``, ``image_size``, ``num_classes``)
+    set anywhere in the objective's node to a value the dataset contradicts, naming the key."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = f"{path}.{key}"
+            if key in DATA_PARAMETERS and key in context and value != context[key]:
+                raise ConfigError(
+                    f"{where}: {value!r}, but the data has {key} {context[key]!r}; remove the key (it is filled "
+                    "from the data) or use data that fits it."
+                )
+            check_data_parameters(value, context, where)
+
+
+@torch.no_grad()
+def dry_run(objective: Any, data: Any) -> None:
+    """Embed two training samples before training, so a model that cannot read this data
+    fails here with the data's shape named, not inside the first step."""
+    sample = data.train.select(torch.arange(min(2, len(data.train))))
+    inputs = sample.as_float(torch.device("cpu"))
+    was_training = objective.training
+    objective.eval()
+    try:
+        objective.embed(inputs)
+    except (RuntimeError, ValueError) as exc:
+        shape = ({m: tuple(x.shape) for m, x in inputs.items()} if isinstance(inputs, dict)
+                 else tuple(inputs.shape))
+        raise ConfigError(
+            f"objective: the model cannot read this data ({shape}, from data.dataset): "
+            f"{str(exc).splitlines()[0]}. Check the encoder's settings against the data."
+        ) from None
+    finally:
+        objective.train(was_training)
+
+
+#: What ``--resume`` may change (key paths and the sections under them): the optimiser's
+#: hyperparameters, the schedule, the run's length, logging, device and precision, evaluation
+#: and monitoring. Everything else (objective, data, seed, the optimiser's kind) shapes what
+#: the checkpoint holds, and is refused.
+RESUMABLE_KEYS = (
+    "optim.lr", "optim.momentum", "optim.weight_decay", "optim.betas", "schedule",
+    "trainer.epochs", "trainer.max_steps", "trainer.max_minutes", "trainer.log_every", "trainer.checkpoint_every_epochs",
+    "trainer.progress", "trainer.grad_clip", "trainer.loggers", "trainer.eval_after", "trainer.device",
+    "trainer.precision", "trainer.retain_host_memory", "eval", "monitor",
+)
+
+
+def check_resume_overrides(overrides: list[str]) -> None:
+    """Refuse ``--resume`` overrides that cannot take effect on a checkpointed run, naming them."""
+    keys = [item.split("=", 1)[0].strip() for item in overrides]
+    refused = [k for k in keys if not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
+    if refused:
+        raise ConfigError(
+            f"--resume cannot change {', '.join(refused)}: the checkpoint was trained with the run's own "
+            "values (model, data, seed or optimiser kind). Start a fresh run with another --run-dir to change "
+            f"them. A resumed run can change: {', '.join(RESUMABLE_KEYS)}."
+        )
 
 
 def load_run_config(run_dir: Path):

@@ -8,6 +8,7 @@ from typing import Any
 from ..config import (DataConfig, EvalConfig, MonitorConfig, OptimConfig, ScheduleConfig, TrainerConfig, section,
                       to_container)
 from ..errors import ConfigError
+from .device import select_device
 
 
 @dataclass
@@ -30,8 +31,9 @@ def settings_from_config(cfg: Any) -> Settings:
     seed = node.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise ConfigError(f"seed: expected int, got {seed!r}.")
-    return Settings(
+    settings = Settings(
         data=section(cfg, "data"), optim=section(cfg, "optim"), schedule=section(cfg, "schedule"),
         trainer=section(cfg, "trainer"), eval=section(cfg, "eval"), monitor=section(cfg, "monitor"), seed=seed,
     )
-
+    select_device(settings.trainer.device)  # a device this machine lacks is refused before anything is built
+    return settings

@@ -35,13 +35,14 @@ from .host_memory import retain_freed_host_memory
 from .loader import InMemoryBatches
 from .monitor import Monitor
 from .optim import build_optimizer, build_scheduler
+from .run_folder import (CONFIG_NAME, EVAL_BEFORE_NAME, KNN_CURVE_NAME, METRICS_JSON, checkpoint_mismatch,
+                         claim_run_dir)
 from .run_log import Loggers, read_rows
 from .settings import Settings
 
-CONFIG_NAME = "config.yaml"
-EVAL_BEFORE_NAME = "eval_before.json"
-METRICS_JSON = "metrics.json"
-KNN_CURVE_NAME = "knn_curve.png"
+#: Optimiser settings of a parameter group that a resumed run with other ``optim.*`` values takes
+#: from its configuration instead of the checkpoint.
+OPTIMIZER_SETTINGS = ("lr", "initial_lr", "weight_decay", "momentum", "betas")
 #: The provisional length of a run bounded by minutes alone, until its pace is measured.
 UNSIZED_TOTAL_STEPS = 10**9
 
@@ -242,15 +243,24 @@ class Trainer:
     def load_checkpoint(self, path: Path | None = None, resume: bool = False) -> None:
         """Restore model, optimisers, RNG and progress. ``resume``: also require the number of
         processes that wrote it (evaluating a distributed run's checkpoint in one process is fine)."""
-        state = ckpt.load(path or self.run_dir / ckpt.CHECKPOINT_NAME)
+        path = Path(path or self.run_dir / ckpt.CHECKPOINT_NAME)
+        state = ckpt.load(path)
         saved_world = int(state.get("world_size", 1))
         if resume and saved_world != self.process.world_size:
             raise SelfsupError(
                 f"the checkpoint in {self.run_dir} was written by {saved_world} process(es) and this run has "
                 f"{self.process.world_size}; resume with the same number (torchrun --nproc_per_node ...)."
             )
-        self.objective.load_state_dict(state["model"])
+        try:
+            self.objective.load_state_dict(state["model"])
+        except RuntimeError as exc:  # the pipeline builds another model than the one saved
+            raise SelfsupError(
+                f"the checkpoint {path} does not fit the model this pipeline builds: {checkpoint_mismatch(exc)}. "
+                "Was config.yaml edited, or a model-shaping override (objective.*) given? Resume or evaluate "
+                "with the run's own settings, or train a fresh run with the new ones."
+            ) from None
         self.objective.to(self.device)
+        configured = [{k: g[k] for k in OPTIMIZER_SETTINGS if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -270,6 +280,12 @@ class Trainer:
             self.monitor.load_state_dict(state["monitor"])
         if self.settings.trainer.max_minutes is not None and progress.get("total_steps"):
             self.set_total_steps(max(int(progress["total_steps"]), self.global_step, 1))  # the length it was sized to
+        if self.config and state.get("config", {}).get("optim") != self.config.get("optim"):
+            # resumed with other optim.* settings: they replace the checkpoint's, and the schedule
+            # continues from the new base learning rate at the current step
+            for group, values in zip(self.optimizer.param_groups, configured):
+                group.update(values)
+            self.set_total_steps(max(self.total_steps, self.global_step, 1))
 
     def _build_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         """The learning-rate schedule over ``self.total_steps``, at step 0."""
@@ -316,10 +332,12 @@ class Trainer:
         nonfinite = distributed.any_rank([not bool(torch.isfinite(loss))], self.device)[0]
         if nonfinite:
             where = f" on process {self.process.rank}" if self.process.distributed else ""
+            kept = (f"the last good checkpoint in {self.run_dir} is kept"
+                    if (self.run_dir / ckpt.CHECKPOINT_NAME).exists() else "no checkpoint had been written yet")
             raise TrainingDiverged(
                 f"the loss became {loss.item()}{where} at epoch {self.epoch + 1}, step {self.global_step}; "
-                f"training stopped and the last good checkpoint in {self.run_dir} is kept. Try a lower "
-                "optim.lr, trainer.grad_clip=1.0, or trainer.precision=fp32."
+                f"training stopped and {kept}. Try a lower optim.lr, trainer.grad_clip=1.0, or "
+                "trainer.precision=fp32."
             )
         with phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
@@ -339,7 +357,7 @@ class Trainer:
         self.global_step += 1
         return logs
 
-    def fit(self, resume: bool = False) -> FitResult:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> FitResult:
         """Train until ``trainer.epochs``, ``max_steps`` or ``max_minutes`` is reached (from the
         run folder's checkpoint if ``resume``), export the encoder, evaluate; the run's result.
 
@@ -347,17 +365,24 @@ class Trainer:
         checkpoint and returns with ``interrupted``. A NaN/inf loss raises
         :class:`~selfsup.errors.TrainingDiverged`, a collapse under ``monitor.stop_on_collapse``
         :class:`~selfsup.errors.CollapseDetected`; the last good checkpoint is kept.
+
+        A fresh run never mixes with another: when ``run_dir`` already holds a run's files it
+        is refused (:class:`~selfsup.errors.SelfsupError`) unless ``overwrite``, which deletes
+        those files (and only those) first.
         """
         tcfg = self.settings.trainer
         main = self.process.is_main  # every rank evaluates (no rank idles in a collective), rank 0 writes
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         before = None
         if resume:
             self.load_checkpoint(resume=True)
+            if main:  # the settings this run continues with (resume overrides included)
+                OmegaConf.save(OmegaConf.create(self.config), self.run_dir / CONFIG_NAME)
             if (self.run_dir / EVAL_BEFORE_NAME).exists():
                 before = json.loads((self.run_dir / EVAL_BEFORE_NAME).read_text())
         else:
             self.clock = TrainingClock()
+            claim_run_dir(self.run_dir, overwrite, main)
+            distributed.barrier()  # the folder is ready (and emptied) before any process writes to it
             if main:
                 OmegaConf.save(OmegaConf.create(self.config), self.run_dir / CONFIG_NAME)
         if main:

@@ -28,7 +28,8 @@ def momentum_update(target: nn.Module, online: nn.Module, momentum: float) -> No
     online_params = list(online.parameters())
     if len(target_params) != len(online_params):
         raise ValueError("target and online networks have different parameter lists")
-    torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
+    if target_params:  # a parameter-free module (an identity projector) has nothing to follow
+        torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
 
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:

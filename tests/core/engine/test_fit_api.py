@@ -72,7 +72,9 @@ def test_minutes_budget_sizes_the_schedule_and_excludes_evaluation(tmp_path, reg
                           trainer__max_minutes=budget_minutes, eval__every_minutes=0.01, data__batch_size=32)
     events = RecordingCallback()
     result = trainer.add_callback(events).fit()
-    assert result.train_seconds == pytest.approx(60 * budget_minutes, abs=1.0)
+    # it ends when the budget is spent, or at the end of the schedule sized to it
+    assert result.train_seconds <= 60 * budget_minutes + 1.0
+    assert result.train_seconds >= 60 * budget_minutes or result.steps == trainer.total_steps
     sized = [m for m in events.messages["info"] if "the schedule is sized to" in m]
     assert sized, events.messages
     assert trainer.total_steps < 10**9  # sized from the measured pace, not the provisional length
@@ -89,13 +91,13 @@ def test_minutes_budget_estimates_from_the_pace():
     assert budget.resize(2 + CALIBRATION_STEPS - 1, 5.0) is None
     # 10 steps in 5 s after the origin: 2 steps/s, 54 s left -> 12 + 108 (6 s is also the 10% mark)
     assert budget.resize(2 + CALIBRATION_STEPS, 6.0) == 12 + 108
-    assert budget.resize(13, 6.5) is None and budget.resize(50, 29.9) is None  # next estimate at 50%
-    assert budget.resize(60, 30.0) == 60 + 60  # 58 steps in 29 s after the origin (2/s), 30 s left
+    assert budget.resize(13, 6.5) is None and budget.resize(30, 11.9) is None  # next estimate at 20%
+    assert budget.resize(60, 30.0) == 60 + 60  # at 50%: 58 steps in 29 s after the origin (2/s), 30 s left
     capped = MinutesBudget(minutes=1.0, step_limit=50, start_step=0, start_seconds=0.0)
     capped.resize(2, 1.0)
     assert capped.resize(12, 2.0) == 50  # trainer.epochs / max_steps still bound the run
     resumed = MinutesBudget(minutes=1.0, step_limit=None, start_step=100, start_seconds=40.0)
-    assert resumed._fractions == [0.8]  # the 10% and 50% estimates were made before the stop
+    assert resumed._fractions == [0.7, 0.8, 0.9]  # the estimates up to 60% were made before the stop
     assert budget.exhausted(60.0) and not budget.exhausted(59.9)
 
 

@@ -70,11 +70,8 @@ def test_metrics_files_are_written(tmp_path, registry):
     assert {"step", "loss", "lr", "images_per_s"} <= set(header)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, registry):
-    cfg = tiny_pipeline(tmp_path, trainer__checkpoint_every_epochs=1)
-    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
-    trainer.save_checkpoint()
-    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+def _poison(trainer):
+    """Make every loss of ``trainer``'s objective NaN."""
     original_forward = trainer.objective.forward
 
     def poisoned(batch):
@@ -83,9 +80,26 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, registry):
         return out
 
     trainer.objective.forward = poisoned
-    with pytest.raises(TrainingDiverged, match="loss became nan.*last good checkpoint"):
-        trainer.fit()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, registry):
+    build_trainer(OmegaConf.create(tiny_pipeline(tmp_path, trainer__max_steps=2)), registry,
+                  run_dir=tmp_path / "run").fit()
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    trainer = build_trainer(OmegaConf.create(tiny_pipeline(tmp_path, trainer__max_steps=4)), registry,
+                            run_dir=tmp_path / "run")
+    _poison(trainer)
+    with pytest.raises(TrainingDiverged, match="loss became nan.*step 2.*the last good checkpoint in .* is kept"):
+        trainer.fit(resume=True)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+
+
+def test_nan_loss_before_any_checkpoint_says_so(tmp_path, registry):
+    trainer = build_trainer(OmegaConf.create(tiny_pipeline(tmp_path)), registry, run_dir=tmp_path / "run")
+    _poison(trainer)
+    with pytest.raises(TrainingDiverged, match="step 0; training stopped and no checkpoint had been written yet"):
+        trainer.fit()
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 @pytest.mark.slow
