@@ -184,6 +184,9 @@ CONTEXT_KEYS = ("in_channels", "image_size", "num_classes", "num_train", "modali
 def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     """Read a pipeline YAML, apply dotlist ``overrides`` and check its top-level shape."""
     path = Path(path)
+    if path.is_dir():
+        hint = f" (or --resume {path} to continue the run in it)" if (path / "config.yaml").is_file() else ""
+        raise ConfigError(f"{path} is a folder, not a pipeline file; give the pipeline's YAML file{hint}.")
     if not path.is_file():
         raise ConfigError(f"pipeline file {str(path)!r} does not exist.")
     try:
