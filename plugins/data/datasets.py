@@ -74,9 +74,24 @@ def _split_arrays(
     return _arrays(images[train_idx], labels[train_idx]), _arrays(images[test_idx], labels[test_idx])
 
 
-def default_class_names(*label_arrays: np.ndarray | Tensor) -> list[str]:
-    """'0'..'K-1' where K-1 is the largest label seen (labels of -1 mean unknown)."""
+#: More classes than this, without class names given, is taken for labels that are not class
+#: indices (ids, hashes, values) rather than a classification problem.
+MAX_CLASSES = 100_000
+
+
+def default_class_names(*label_arrays: np.ndarray | Tensor, where: str = "labels") -> list[str]:
+    """'0'..'K-1' where K-1 is the largest label seen (labels of -1 mean unknown).
+
+    A largest label at or above :data:`MAX_CLASSES` or above the number of samples is refused
+    (a :class:`DataError` naming ``where``): such labels are not class indices.
+    """
     top = max((int(np.asarray(y).max()) for y in label_arrays if np.asarray(y).size), default=-1)
+    samples = sum(int(np.asarray(y).size) for y in label_arrays)
+    if top >= MAX_CLASSES or top >= max(samples, 1) * 10:
+        raise DataError(
+            f"{where}: the largest label is {top}, for {samples} samples; labels must be class indices "
+            f"0..K-1 (at most {MAX_CLASSES:,} classes). Relabel them, or give the dataset's class_names."
+        )
     return [str(i) for i in range(top + 1)]
 
 
@@ -129,6 +144,16 @@ def open_npz(path: str) -> Any:
         )
     if p.is_dir():
         raise DataError(f"{path}: expected an .npz file, found a directory.")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise DataError(
+            f"{path}: not an .npz archive (a zip of named arrays written by numpy.savez); its first bytes are "
+            f"{magic!r}. Save the data with numpy.savez(path, x_train=..., y_train=...)."
+        )
     try:
         loaded = np.load(p, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
@@ -320,7 +345,8 @@ def arrays(
                 )
             train, test = _arrays(train_images, train_labels), _arrays(test_images, test_labels)
             source = f"{path} ({images_key}/{labels_key}, {keys[0]}/{keys[1]})"
-    names = list(class_names) if class_names is not None else default_class_names(train.labels, test.labels)
+    names = (list(class_names) if class_names is not None
+             else default_class_names(train.labels, test.labels, where=f"{path}: labels"))
     top = int(max(train.labels.max(), test.labels.max()))
     if len(names) <= top:
         raise DataError(

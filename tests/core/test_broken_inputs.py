@@ -204,3 +204,25 @@ def test_divergence_before_a_checkpoint_says_none_was_kept(tmp_path, capsys):
 
 def test_identity_projector_trains(tmp_path, capsys):
     assert main(["train", pipeline(tmp_path), "objective.projector=none", "--run-dir", str(tmp_path / "run")]) == 0
+
+
+DATA_CASES = {
+    "text renamed .npz": (lambda p: p.write_text("x,y\n1,2\n"), "not an .npz archive", "first bytes"),
+    "label of a billion": (lambda p: __import__("numpy").savez(
+        p, x_train=__import__("numpy").zeros((20, 8, 8), "uint8"), y_train=__import__("numpy").full(20, 10**9)),
+        "the largest label is 1000000000", "class indices"),
+    "missing key": (lambda p: __import__("numpy").savez(p, images=__import__("numpy").zeros((20, 8, 8), "uint8")),
+                    "key 'x_train' not found", "keys present: 'images'"),
+    "missing file": (None, "file not found", "datasets are not downloaded"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_data_files_name_the_file(tmp_path, capsys, case):
+    make, *messages = DATA_CASES[case]
+    data = tmp_path / "data.npz"
+    if make is not None:
+        make(data)
+    err = refused(["train", pipeline(tmp_path), f"data.dataset={{name: arrays, path: {data}}}",
+                   "--run-dir", str(tmp_path / "run")], capsys)
+    assert str(data) in err and all(m in err for m in messages), err
