@@ -7,6 +7,7 @@ only, and is loaded with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,14 @@ def load(path: Path) -> dict[str, Any]:
         raise SelfsupError(f"no checkpoint at {path}; is this a run folder written by 'selfsup train'?")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise SelfsupError(
+            f"{path} is not a plain tensor checkpoint: loading it would run code from the file, so it is "
+            "refused. Checkpoints written by selfsup hold tensors, numbers and strings only."
+        ) from None
     except Exception as exc:
-        raise SelfsupError(f"could not read checkpoint {path}: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SelfsupError(f"could not read checkpoint {path}: {first}") from None
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:

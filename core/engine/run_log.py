@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SelfsupError
 from ..interfaces import MetricsLogger
 
 METRICS_CSV = "metrics.csv"
@@ -54,7 +54,14 @@ class Loggers:
     def log(self, row: Mapping[str, Any], kind: str) -> None:
         if self.opened:
             for logger in self.items or ():
-                logger.log(row, kind)
+                try:
+                    logger.log(row, kind)
+                except OSError as exc:  # a full disk, a folder made read-only mid-run
+                    raise SelfsupError(
+                        f"{type(logger).__name__} could not write the metrics of step {row.get('step')}: "
+                        f"{exc.strerror or exc} ({exc.filename or 'its file'}). Training stopped; the last "
+                        "checkpoint is kept: free the space and resume."
+                    ) from None
 
     def close(self) -> None:
         if self.opened:

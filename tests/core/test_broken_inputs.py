@@ -226,3 +226,41 @@ def test_bad_data_files_name_the_file(tmp_path, capsys, case):
     err = refused(["train", pipeline(tmp_path), f"data.dataset={{name: arrays, path: {data}}}",
                    "--run-dir", str(tmp_path / "run")], capsys)
     assert str(data) in err and all(m in err for m in messages), err
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_advice_to_load_it_unsafely(tmp_path, capsys,
+                                                                                        finished_run):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    (finished_run / "checkpoint.pt").write_bytes(pickle.dumps({"model": Payload()}))
+    err = refused(["eval", str(finished_run)], capsys)
+    assert "is not a plain tensor checkpoint" in err and "refused" in err
+    assert "weights_only=False" not in err and "pwned" not in capsys.readouterr().out
+
+
+def test_a_failed_checkpoint_write_leaves_the_old_one_and_no_temporary_file(tmp_path, capsys, finished_run,
+                                                                          monkeypatch):
+    import torch
+
+    good = (finished_run / "checkpoint.pt").read_bytes()
+
+    def full_disk(obj, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    err = refused(["train", "--resume", str(finished_run), "trainer.max_steps=5"], capsys)
+    assert f"could not write {finished_run / 'checkpoint.pt'}" in err and "Nothing was replaced" in err
+    assert (finished_run / "checkpoint.pt").read_bytes() == good
+    assert not (finished_run / "checkpoint.pt.tmp").exists()
+
+
+def test_a_run_folder_that_cannot_be_created_is_named(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")  # fails for root too, unlike a read-only parent
+    err = refused(["train", pipeline(tmp_path), "--run-dir", str(blocker / "run")], capsys)
+    assert f"cannot create the run folder {blocker / 'run'}: Not a directory" in err
