@@ -228,6 +228,7 @@ def test_bad_data_files_name_the_file(tmp_path, capsys, case):
     assert str(data) in err and all(m in err for m in messages), err
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_checkpoint_that_would_run_code_is_refused_without_advice_to_load_it_unsafely(tmp_path, capsys,
                                                                                         finished_run):
     import pickle
