@@ -85,6 +85,13 @@ def output_width(module: nn.Module, in_dim: int) -> int:
     return int(out.shape[1])
 
 
+def check_embedding_dim(embedding_dim: int) -> int:
+    """A bundle's ``embedding_dim`` (the width of its projections) must be positive."""
+    if embedding_dim <= 0:
+        raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
+    return int(embedding_dim)
+
+
 def build_head(head: Head | nn.Module | None, in_dim: int, default: Head) -> tuple[nn.Module, int]:
     """A bundle's ``projector`` / ``predictor`` argument as (module, output width).
 

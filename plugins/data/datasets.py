@@ -333,7 +333,10 @@ def arrays(
         train_images, train_labels = _load_pair(npz, path, images_key, labels_key, layout)
         keys = _test_keys(npz, path, test_images_key, test_labels_key)
         if keys is None:
-            train, test = _split_arrays(train_images, train_labels, test_fraction, seed)
+            try:
+                train, test = _split_arrays(train_images, train_labels, test_fraction, seed)
+            except DataError as exc:  # name the file and keys the split was made from
+                raise DataError(f"{path}: keys {images_key!r}/{labels_key!r} (no test keys): {exc}") from None
             source = f"{path} ({images_key}/{labels_key}, split {test_fraction:g} with seed {seed})"
         else:
             test_images, test_labels = _load_pair(npz, path, keys[0], keys[1], layout)

@@ -11,7 +11,7 @@ from selfsup.interfaces import Batch, Critic, Encoder, Head, MIEstimator, Negati
 from ..common.contrast import ContrastStep
 from ..common.critics import DotCritic
 from ..common.estimators import InfoNCE
-from ..common.heads import MLPHead, build_head
+from ..common.heads import MLPHead, build_head, check_embedding_dim
 from ..common.momentum import cosine_momentum, frozen_copy
 from ..common.samplers import MomentumQueue
 from ..common.split_batchnorm import convert_split_batchnorm
@@ -55,6 +55,7 @@ class MoCo(MomentumContrast):
         num_train: int = 0,
     ) -> None:
         super().__init__()
+        check_embedding_dim(embedding_dim)
         self.base_momentum = check_momentum(momentum)
         self.split_bn = check_split_bn(split_bn)
         self.encoder = convert_split_batchnorm(encoder, self.split_bn)

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from ..common.heads import MLPHead, build_head
+from ..common.heads import MLPHead, build_head, check_embedding_dim
 from .base import TwoViewObjective
 
 
@@ -68,6 +68,7 @@ class BarlowTwins(TwoViewObjective):
         lambda_offdiag: float = 0.0051,
     ) -> None:
         super().__init__(encoder)
+        check_embedding_dim(embedding_dim)
         if lambda_offdiag < 0:
             raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
         self.projector, _ = build_head(projector, encoder.out_dim, MLPHead(

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from ..common.heads import MLPHead, build_head, check_prediction_width
+from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
 from .base import PredictionLoss, TwoViewObjective
 
@@ -62,6 +62,7 @@ class BYOL(TwoViewObjective):
         predictor: Head | nn.Module | None = None,
     ) -> None:
         super().__init__(encoder)
+        check_embedding_dim(embedding_dim)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.projector, embedding_dim = build_head(projector, encoder.out_dim,

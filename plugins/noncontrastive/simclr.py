@@ -17,7 +17,7 @@ from selfsup.interfaces import Batch, Critic, Encoder, Estimate, Head, MIEstimat
 
 from ..common.contrast import ContrastStep
 from ..common.critics import CosineCritic
-from ..common.heads import MLPHead, build_head
+from ..common.heads import MLPHead, build_head, check_embedding_dim
 from ..common.estimators import InfoNCE
 from ..common.samplers import InBatchNegatives
 from .base import TwoViewObjective
@@ -73,6 +73,7 @@ class SimCLR(TwoViewObjective):
         num_train: int = 0,
     ) -> None:
         super().__init__(encoder)
+        check_embedding_dim(embedding_dim)
         self.projector, embedding_dim = build_head(projector, encoder.out_dim, MLPHead(
             embedding_dim, projector_hidden_dim, projector_layers, projector_batch_norm))
         self.contrast = ContrastStep.attach(

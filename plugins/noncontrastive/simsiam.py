@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from ..common.heads import MLPHead, build_head, check_prediction_width
+from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
 from .base import PredictionLoss, TwoViewObjective
 
 
@@ -67,6 +67,7 @@ class SimSiam(TwoViewObjective):
         projector: Head | nn.Module | None = None,
     ) -> None:
         super().__init__(encoder)
+        check_embedding_dim(embedding_dim)
         if fixed_predictor_lr and predictor is False:
             raise ValueError("fixed_predictor_lr needs a predictor (predictor: true)")
         hidden = projector_hidden_dim or encoder.out_dim

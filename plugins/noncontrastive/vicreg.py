@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
-from ..common.heads import MLPHead, build_head
+from ..common.heads import MLPHead, build_head, check_embedding_dim
 from .base import TwoViewObjective
 
 
@@ -88,6 +88,7 @@ class VICReg(TwoViewObjective):
         eps: float = 1e-4,
     ) -> None:
         super().__init__(encoder)
+        check_embedding_dim(embedding_dim)
         for name, value in (("invariance_weight", invariance_weight), ("variance_weight", variance_weight),
                             ("covariance_weight", covariance_weight)):
             if value < 0:

@@ -77,6 +77,8 @@ OVERRIDES = [
     ("objective.critic.temperature=0.2", "objective.critic.name: missing; name a registered critic"),
     ("objective.encoder.in_channels=3", "objective.encoder.in_channels: 3, but the data has in_channels 1"),
     ("objective.encoder.image_size=96", "objective.encoder.image_size: 96, but the data has image_size 8"),
+    ("objective.embedding_dim=-5", "objective: objective 'moco' rejected its parameters: embedding_dim must be positive"),
+    ("objective.embedding_dim=0", "embedding_dim must be positive, got 0"),
     ("objective.encoder=5", "objective.encoder: expected a encoder as {name: ..., parameters...}"),
     ("objective.sampler.size=-4", "objective.sampler: sampler 'momentum_queue' rejected its parameters"),
     ("data.dataset.name=mnist", "data.dataset.name: unknown dataset 'mnist'"),
@@ -214,6 +216,9 @@ DATA_CASES = {
     "missing key": (lambda p: __import__("numpy").savez(p, images=__import__("numpy").zeros((20, 8, 8), "uint8")),
                     "key 'x_train' not found", "keys present: 'images'"),
     "missing file": (None, "file not found", "datasets are not downloaded"),
+    "one image": (lambda p: __import__("numpy").savez(p, x_train=__import__("numpy").zeros((1, 8, 8), "uint8"),
+                                                      y_train=__import__("numpy").zeros(1, "int64")),
+                  "keys 'x_train'/'y_train'", "cannot split 1 sample(s)"),
 }
 
 
