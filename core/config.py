@@ -191,6 +191,8 @@ def load_pipeline(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig
         raise ConfigError(f"pipeline file {str(path)!r} does not exist.")
     try:
         cfg = OmegaConf.load(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     except Exception as exc:  # yaml.YAMLError and friends
         raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(cfg, DictConfig):
