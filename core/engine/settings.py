@@ -35,5 +35,7 @@ def settings_from_config(cfg: Any) -> Settings:
         data=section(cfg, "data"), optim=section(cfg, "optim"), schedule=section(cfg, "schedule"),
         trainer=section(cfg, "trainer"), eval=section(cfg, "eval"), monitor=section(cfg, "monitor"), seed=seed,
     )
+    if not all(0.0 <= b < 1.0 for b in settings.optim.betas):
+        raise ConfigError(f"optim.betas: each must be >= 0 and < 1, got {list(settings.optim.betas)}.")
     select_device(settings.trainer.device)  # a device this machine lacks is refused before anything is built
     return settings

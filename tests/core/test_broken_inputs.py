@@ -44,6 +44,7 @@ OVERRIDES = [
     ("optim.momentum=-1", "optim.momentum: must be >= 0 and <= 1, got -1"),
     ("optim.momentum=1.5", "optim.momentum: must be >= 0 and <= 1, got 1.5"),
     ("optim.weight_decay=-1", "optim.weight_decay: must be >= 0, got -1"),
+    ("optim.betas=[0.9,1.5]", "optim.betas: each must be >= 0 and < 1, got [0.9, 1.5]"),
     ("optim.name=adam", "optim.name: expected one of 'sgd', 'adamw', 'lars'"),
     ("schedule.warmup_epochs=-1", "schedule.warmup_epochs: must be >= 0, got -1"),
     ("schedule.min_lr_ratio=2", "schedule.min_lr_ratio: must be >= 0 and <= 1, got 2"),
