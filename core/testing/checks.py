@@ -105,7 +105,9 @@ def check_encoder(encoder: Encoder, input_shape: tuple[int, ...] = (1, 8, 8), ba
 
 # --------------------------------------------------------------------------- critic
 def check_critic(critic: Critic, dim: int = FEATURE_DIM, num_queries: int = 5, num_keys: int = 7) -> None:
-    """``[N, M]`` finite scores, gradients to both inputs, ``pair`` = diagonal, ``similarity`` sign."""
+    """``[N, M]`` finite scores, gradients to both inputs, ``pair`` = diagonal, ``similarity``
+    sign; ``pair`` finite with finite gradients at identical and antipodal inputs, in float32
+    and under bf16 / fp16 autocast."""
     name = type(critic).__name__
     query = torch.randn(num_queries, dim, requires_grad=True)
     keys = torch.randn(num_keys, dim, requires_grad=True)
@@ -129,6 +131,25 @@ def check_critic(critic: Critic, dim: int = FEATURE_DIM, num_queries: int = 5, n
         sign = 1.0 if critic.higher_is_similar else -1.0
         _expect(torch.allclose(critic.similarity(query, keys), sign * critic(query, keys), rtol=1e-4, atol=1e-5),
                 f"{name}.similarity is not forward times {sign:+.0f} (higher_is_similar={critic.higher_is_similar})")
+    _check_pair_extremes(critic, dim)
+
+
+def _check_pair_extremes(critic: Critic, dim: int, batch: int = 4) -> None:
+    """``pair`` at identical and at antipodal vectors has finite values and gradients, in
+    float32 and under bf16 and fp16 autocast (where collapse and its opposite put them)."""
+    name = type(critic).__name__
+    base = torch.randn(batch, dim)
+    for case, other in (("identical", base.clone()), ("antipodal", -base)):
+        for dtype in (None, torch.bfloat16, torch.float16):
+            a, b = base.clone().requires_grad_(), other.clone().requires_grad_()
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                scores = critic.pair(a, b)
+            where = f"{name}.pair at {case} inputs" + (f" under {dtype} autocast" if dtype else "")
+            _expect_finite(scores, where)
+            scores.float().sum().backward()
+            for tensor in (a, b):
+                _expect(tensor.grad is not None, f"{where}: no gradient")
+                _expect_finite(tensor.grad, f"{where}: gradient")
 
 
 class _KitDotCritic(Critic):

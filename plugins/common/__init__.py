@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
-from .critics import BilinearCritic, CosineCritic, DotCritic
+from .critics import AngularCritic, BilinearCritic, CosineCritic, DotCritic, NegSquaredEuclideanCritic, RBFCritic
 from .estimators import JSD, NWJ, DonskerVaradhan, InfoNCE
 from .heads import MLPHead
 from .samplers import InBatchNegatives, MemoryBank, MomentumQueue
@@ -14,6 +14,9 @@ def register(registry: Registry) -> None:
     registry.register("critic", "dot", DotCritic)
     registry.register("critic", "cosine", CosineCritic)
     registry.register("critic", "bilinear", BilinearCritic)
+    registry.register("critic", "neg_sq_euclidean", NegSquaredEuclideanCritic)
+    registry.register("critic", "angular", AngularCritic)
+    registry.register("critic", "rbf", RBFCritic)
     registry.register("estimator", "infonce", InfoNCE)
     registry.register("estimator", "jsd", JSD)
     registry.register("estimator", "dv", DonskerVaradhan)

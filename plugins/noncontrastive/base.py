@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from torch import Tensor
 
-from selfsup.interfaces import Batch, Encoder, Objective
+import torch.nn.functional as F
+
+from selfsup.interfaces import Batch, Critic, Encoder, Objective
 
 
 
@@ -45,8 +48,24 @@ class PredictionLoss(NamedTuple):
     NT-Xent, the estimators' :class:`~selfsup.interfaces.Estimate`) whose ``loss`` field is
     the scalar to minimise, the other fields the terms a bundle logs (detached).
 
-    loss: the scalar; cosine: the mean cosine of predictions and their targets (detached).
+    loss: the scalar; similarity: the mean similarity of predictions and their targets
+    (detached; the cosine by default).
     """
 
     loss: Tensor
-    cosine: Tensor
+    similarity: Tensor
+
+
+Similarity = Callable[[Tensor, Tensor], Tensor]
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """The default similarity of aligned pairs ``[N, D] x [N, D] -> [N]``: the cosine."""
+    return F.cosine_similarity(a, b, dim=-1)
+
+
+def pair_similarity(critic: Critic) -> Similarity:
+    """A critic's aligned-pair scores as a similarity (negated for a distance critic)."""
+    if critic.higher_is_similar:
+        return critic.pair
+    return lambda a, b: -critic.pair(a, b)

@@ -5,35 +5,38 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Encoder, Head, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
-from .base import PredictionLoss, TwoViewObjective
+from ..common.critics import CosineCritic
+from .base import PredictionLoss, Similarity, TwoViewObjective, cosine, pair_similarity
 
 
-def byol_loss(prediction: Tensor, target: Tensor) -> PredictionLoss:
-    """``2 - 2 cos(p, z')`` averaged over the batch: prediction, target ``[N, D]`` -> loss in [0, 4].
+def byol_loss(prediction: Tensor, target: Tensor, similarity: Similarity = cosine) -> PredictionLoss:
+    """``2 - 2 s(p, z')`` averaged over the batch: prediction, target ``[N, D]`` -> loss.
 
-    Equals the mean squared distance of the L2-normalised vectors. The caller passes the
-    target network's output, which carries no gradient (stop-gradient).
+    With the cosine (the default) the loss lies in [0, 4] and equals the mean squared
+    distance of the L2-normalised vectors. The caller passes the target network's output,
+    which carries no gradient (stop-gradient). similarity: aligned pairs -> ``[N]``.
     """
     if prediction.shape != target.shape or prediction.dim() != 2:
         raise ValueError(f"prediction and target must both be [N, D], got {tuple(prediction.shape)} and "
                          f"{tuple(target.shape)}")
-    cosine = F.cosine_similarity(prediction, target, dim=-1).mean()
-    return PredictionLoss(2.0 - 2.0 * cosine, cosine.detach())
+    mean = similarity(prediction, target).mean()
+    return PredictionLoss(2.0 - 2.0 * mean, mean.detach())
 
 
-def symmetric_byol_loss(p1: Tensor, p2: Tensor, z1_target: Tensor, z2_target: Tensor) -> PredictionLoss:
+def symmetric_byol_loss(p1: Tensor, p2: Tensor, z1_target: Tensor, z2_target: Tensor,
+                        similarity: Similarity = cosine) -> PredictionLoss:
     """BYOL's symmetrised loss ``L + L~ = byol(p1, sg(z2')) + byol(p2, sg(z1'))`` (the paper sums
-    the two directions; range [0, 8]); cosine: the mean of both directions'. All inputs
-    ``[N, D]``; targets are detached here."""
-    forward, backward = byol_loss(p1, z2_target.detach()), byol_loss(p2, z1_target.detach())
-    return PredictionLoss(forward.loss + backward.loss, (forward.cosine + backward.cosine) / 2)
+    the two directions; range [0, 8] with the cosine); similarity: the mean of both
+    directions'. All inputs ``[N, D]``; targets are detached here."""
+    forward = byol_loss(p1, z2_target.detach(), similarity)
+    backward = byol_loss(p2, z1_target.detach(), similarity)
+    return PredictionLoss(forward.loss + backward.loss, (forward.similarity + backward.similarity) / 2)
 
 
 class BYOL(TwoViewObjective):
@@ -45,6 +48,9 @@ class BYOL(TwoViewObjective):
     paper's 0.996 long ones). Loss: ``2 - 2 cos(p, sg(z'))`` for both view orders, summed.
 
     momentum_schedule: ``cosine`` (paper) or ``constant``.
+    similarity: the measure of a prediction against its target (any critic, through its
+        aligned-pair form ``pair``; default cosine at T = 1, the paper's ``2 - 2 cos``). The
+        loss is ``2 - 2 s`` per direction, so ``neg_sq_euclidean`` gives the unnormalised MSE.
     projector / predictor: a head replacing the default built from the ``*_dim`` / ``*_layers``
         settings (``{name: mlp, out_dim: ...}`` in a pipeline, or a ready ``nn.Module`` in
         Python); the projector's output width is then the embedding width.
@@ -60,6 +66,7 @@ class BYOL(TwoViewObjective):
         momentum_schedule: Literal["cosine", "constant"] = "cosine",
         projector: Head | nn.Module | None = None,
         predictor: Head | nn.Module | None = None,
+        similarity: Critic | None = None,
     ) -> None:
         super().__init__(encoder)
         check_embedding_dim(embedding_dim)
@@ -70,6 +77,7 @@ class BYOL(TwoViewObjective):
         self.predictor, width = build_head(predictor, embedding_dim,
                                            MLPHead(embedding_dim, predictor_hidden_dim, 2, batch_norm=True))
         check_prediction_width(width, embedding_dim)
+        self.similarity = similarity if similarity is not None else CosineCritic(temperature=1.0)
         self.target_encoder = frozen_copy(encoder)
         self.target_projector = frozen_copy(self.projector)
         self.base_momentum = float(momentum)
@@ -89,8 +97,8 @@ class BYOL(TwoViewObjective):
         _, p1 = self._online(view1)
         _, p2 = self._online(view2)
         t1, t2 = self._target(view1), self._target(view2)
-        terms = symmetric_byol_loss(p1, p2, t1, t2)
-        return StepOutput(loss=terms.loss, logs={"cosine": terms.cosine, "target_momentum": self.last_momentum})
+        terms = symmetric_byol_loss(p1, p2, t1, t2, pair_similarity(self.similarity))
+        return StepOutput(loss=terms.loss, logs={"similarity": terms.similarity, "target_momentum": self.last_momentum})
 
     def current_momentum(self, step: int, total_steps: int) -> float:
         if self.momentum_schedule == "cosine":

@@ -11,25 +11,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from selfsup.interfaces import Batch, Encoder, Head, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
-from .base import PredictionLoss, TwoViewObjective
+from ..common.critics import CosineCritic
+from .base import PredictionLoss, Similarity, TwoViewObjective, cosine, pair_similarity
 
 
-def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> PredictionLoss:
-    """``-1/2 [cos(p1, sg(z2)) + cos(p2, sg(z1))]`` averaged over the batch; all inputs ``[N, D]``.
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True,
+                 similarity: Similarity = cosine) -> PredictionLoss:
+    """``-1/2 [s(p1, sg(z2)) + s(p2, sg(z1))]`` averaged over the batch; all inputs ``[N, D]``.
 
-    Range [-1, 1]; -1 when every prediction points along the other view's projection.
-    ``stop_gradient=False`` lets gradients flow into z (the collapsing variant).
+    With the cosine (the default): range [-1, 1], -1 when every prediction points along the
+    other view's projection. ``stop_gradient=False`` lets gradients flow into z (the
+    collapsing variant). similarity: aligned pairs -> ``[N]``.
     """
     shapes = {tuple(t.shape) for t in (p1, p2, z1, z2)}
     if len(shapes) != 1 or p1.dim() != 2:
         raise ValueError(f"p1, p2, z1, z2 must all be [N, D], got shapes {sorted(shapes)}")
     if stop_gradient:
         z1, z2 = z1.detach(), z2.detach()
-    cosine = 0.5 * (F.cosine_similarity(p1, z2, dim=-1).mean() + F.cosine_similarity(p2, z1, dim=-1).mean())
-    return PredictionLoss(-cosine, cosine.detach())
+    mean = 0.5 * (similarity(p1, z2).mean() + similarity(p2, z1).mean())
+    return PredictionLoss(-mean, mean.detach())
 
 
 class SimSiam(TwoViewObjective):
@@ -45,6 +48,8 @@ class SimSiam(TwoViewObjective):
         collapses), or a head (``{name: mlp, ...}``; a ready ``nn.Module`` in Python).
     projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
         (its output width is then the embedding width).
+    similarity: the measure of a prediction against the other view's projection (any critic,
+        through ``pair``; default cosine at T = 1, the paper's ``-cos``); the loss is ``-s``.
     fixed_predictor_lr: keep the predictor's learning rate at its starting value while the
         schedule decays the rest (the paper's Table 1, "fixed lr"); needs ``predictor``.
     projector_last_batch_norm: end the projector with an affine-free BN (the paper's
@@ -65,6 +70,7 @@ class SimSiam(TwoViewObjective):
         fixed_predictor_lr: bool = False,
         projector_last_batch_norm: bool = True,
         projector: Head | nn.Module | None = None,
+        similarity: Critic | None = None,
     ) -> None:
         super().__init__(encoder)
         check_embedding_dim(embedding_dim)
@@ -79,6 +85,7 @@ class SimSiam(TwoViewObjective):
             default = MLPHead(embedding_dim, bottleneck, 2, batch_norm=True)
             self.predictor, width = build_head(default if predictor is True else predictor, embedding_dim, default)
             check_prediction_width(width, embedding_dim)
+        self.similarity = similarity if similarity is not None else CosineCritic(temperature=1.0)
         self.stop_gradient = stop_gradient
         self.fixed_predictor_lr = fixed_predictor_lr
 
@@ -87,10 +94,10 @@ class SimSiam(TwoViewObjective):
         z1 = self.projector(self.encoder(view1).global_)  # [N, E]
         z2 = self.projector(self.encoder(view2).global_)
         p1, p2 = self.predictor(z1), self.predictor(z2)
-        terms = simsiam_loss(p1, p2, z1, z2, self.stop_gradient)
+        terms = simsiam_loss(p1, p2, z1, z2, self.stop_gradient, pair_similarity(self.similarity))
         with torch.no_grad():
             z_std = F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
-        return StepOutput(loss=terms.loss, logs={"cosine": terms.cosine, "projection_std": z_std})
+        return StepOutput(loss=terms.loss, logs={"similarity": terms.similarity, "projection_std": z_std})
 
     def parameter_groups(self) -> list[dict]:
         """One group, or two with ``fixed_predictor_lr`` (the predictor's marked ``fixed_lr``)."""

@@ -57,7 +57,7 @@ def test_symmetric_byol_loss_sums_both_directions_and_is_symmetric():
     p1, p2, z1, z2 = (randn(10, 4, seed=s) for s in range(4))
     terms = symmetric_byol_loss(p1, p2, z1, z2)
     assert terms.loss.item() == pytest.approx((byol_loss(p1, z2).loss + byol_loss(p2, z1).loss).item(), rel=1e-6)
-    assert terms.cosine.item() == pytest.approx(1 - terms.loss.item() / 4, rel=1e-5)  # loss = 2 (2 - 2 cos)
+    assert terms.similarity.item() == pytest.approx(1 - terms.loss.item() / 4, rel=1e-5)  # loss = 2 (2 - 2 cos)
     assert terms.loss.item() == pytest.approx(symmetric_byol_loss(p2, p1, z2, z1).loss.item(), rel=1e-6)
 
 
@@ -79,7 +79,7 @@ def test_simsiam_loss_by_hand():
 def test_simsiam_loss_is_symmetric_and_stop_gradient_is_an_option():
     p1, p2, z1, z2 = (randn(6, 4, seed=s).requires_grad_() for s in range(4))
     terms = simsiam_loss(p1, p2, z1, z2)
-    assert terms.cosine.item() == pytest.approx(-terms.loss.item())
+    assert terms.similarity.item() == pytest.approx(-terms.loss.item())
     assert terms.loss.item() == pytest.approx(simsiam_loss(p2, p1, z2, z1).loss.item(), rel=1e-6)
     terms.loss.backward()
     assert p1.grad is not None and z1.grad is None and z2.grad is None
