@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from selfsup.interfaces import Batch, Encoder, MIEstimator, Objective, Scores, StepOutput
 
 from ..common.critics import CosineCritic
+from ..common.precision import at_least_float32
 from .estimators import ArcFaceMargin, CosFaceMargin, NormalizedSoftmax, Preset, SphereFaceMargin
 
 
@@ -97,7 +98,7 @@ class SphericalClassifier(Objective):
         estimate = self.estimator(self.scores(cosines, batch.labels))
         with torch.no_grad():
             accuracy = (cosines.argmax(1) == batch.labels).float().mean()
-            target = cosines.float().gather(1, batch.labels.view(-1, 1)).clamp(-1, 1)
+            target = at_least_float32(cosines).gather(1, batch.labels.view(-1, 1)).clamp(-1, 1)
             target_angle = torch.rad2deg(torch.acos(target)).mean()
         return StepOutput(estimate.loss, {"mi": estimate.mi, "train_acc": accuracy, "target_angle_deg": target_angle})
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from selfsup.interfaces import Estimate, MIEstimator, Scores
 
 from ..common.estimators import InfoNCE
+from ..common.precision import at_least_float32
 from .margins import arcface_cosine, cosface_cosine, sphereface_cosine, sphereface_lambda
 
 Preset = Literal["standard", "small_data"]
@@ -71,8 +72,8 @@ class MarginSoftmax(MIEstimator):
         """The scaled logits: positive ``s·ψ(cos)`` ``[N, P]``, negative ``s·cos`` ``[N, K]`` (float32)."""
         if scores.negative is None or scores.negative.shape[1] == 0:
             raise ValueError("a margin softmax needs the other classes' cosines as negatives (C >= 2)")
-        positive = self.margin_cosine(scores.positive.float().clamp(-1.0, 1.0))
-        negative = scores.negative.float().clamp(-1.0, 1.0)
+        positive = self.margin_cosine(at_least_float32(scores.positive).clamp(-1.0, 1.0))
+        negative = at_least_float32(scores.negative).clamp(-1.0, 1.0)
         return Scores(self.scale * positive, self.scale * negative)
 
     def forward(self, scores: Scores) -> Estimate:
@@ -80,7 +81,7 @@ class MarginSoftmax(MIEstimator):
 
     def full_logits(self, cosines: Tensor, labels: Tensor) -> Tensor:
         """Class logits ``[N, C]`` from cosines ``[N, C]`` and labels ``[N]``: the margin on the target column."""
-        cos = cosines.float().clamp(-1.0, 1.0)
+        cos = at_least_float32(cosines).clamp(-1.0, 1.0)
         target = cos.gather(1, labels.view(-1, 1))
         return self.scale * cos.scatter(1, labels.view(-1, 1), self.margin_cosine(target))
 

@@ -22,6 +22,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..common.precision import at_least_float32
+
 __all__ = [
     "arcface_cosine",
     "chebyshev_cos_multiple",
@@ -95,7 +97,7 @@ def sphereface_psi(cos: Tensor, m: int) -> Tensor:
     """
     cos = _unit_clamp(cos)
     with torch.no_grad():
-        theta = torch.acos(cos.float())
+        theta = torch.acos(at_least_float32(cos))
         k = torch.floor(m * theta / math.pi).clamp_(0, m - 1).to(cos.dtype)
     sign = 1.0 - 2.0 * torch.remainder(k, 2.0)  # (-1)^k
     return sign * chebyshev_cos_multiple(cos, m) - 2.0 * k

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim
+from ..common.precision import at_least_float32
 from .base import TwoViewObjective
 
 
@@ -41,7 +42,7 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambda_offdiag: float = 0.0051, ep
     """
     if lambda_offdiag < 0:
         raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
-    c = cross_correlation(z1.float(), z2.float(), eps)
+    c = cross_correlation(at_least_float32(z1), at_least_float32(z2), eps)
     diagonal = torch.diagonal(c)
     on = (1.0 - diagonal).pow(2).sum()
     off = c.pow(2).sum() - diagonal.pow(2).sum()

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim
+from ..common.precision import at_least_float32
 from .base import TwoViewObjective
 
 
@@ -58,7 +59,7 @@ def vicreg_loss(
     """
     if z1.shape != z2.shape or z1.dim() != 2 or z1.shape[0] < 2:
         raise ValueError(f"z1 and z2 must both be [N, D] with N >= 2, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    z1, z2 = z1.float(), z2.float()
+    z1, z2 = at_least_float32(z1), at_least_float32(z2)
     invariance = F.mse_loss(z1, z2)
     variance = (variance_term(z1, gamma, eps) + variance_term(z2, gamma, eps)) / 2
     covariance = covariance_term(z1) + covariance_term(z2)

@@ -127,3 +127,15 @@ def test_arcface_at_unit_cosine_in_half_precision_matches_float64() -> None:
         got = arcface_cosine(torch.tensor([1.0, -1.0], dtype=dtype), M).double()
         expected = torch.tensor([math.cos(M), -1.0 - M * math.sin(M)], dtype=torch.float64)
         torch.testing.assert_close(got, expected, atol=1e-2, rtol=0)
+
+
+def test_margin_estimators_keep_float64():
+    import torch
+
+    from selfsup.interfaces import Scores
+    from selfsup.plugins.angular.estimators import ArcFaceMargin, CosFaceMargin
+
+    positive = torch.full((4, 1), 0.5, dtype=torch.float64)
+    negative = torch.full((4, 3), 0.1, dtype=torch.float64)
+    for estimator in (ArcFaceMargin(), CosFaceMargin()):
+        assert estimator(Scores(positive, negative)).loss.dtype == torch.float64

@@ -172,3 +172,10 @@ def test_vicreg_by_hand_and_symmetric():
 def test_mismatched_shapes_are_rejected(loss):
     with pytest.raises(ValueError, match="z1|prediction"):
         loss(torch.zeros(4, 3), torch.zeros(4, 2))
+
+
+def test_losses_keep_float64_and_promote_half_precision():
+    z1, z2 = torch.randn(16, 8, dtype=torch.float64), torch.randn(16, 8, dtype=torch.float64)
+    assert barlow_twins_loss(z1, z2).loss.dtype == torch.float64
+    assert vicreg_loss(z1, z2).loss.dtype == torch.float64
+    assert barlow_twins_loss(z1.half(), z2.half()).loss.dtype == torch.float32
