@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
-from .augment import IdentityViews, TwoViewAugment
+from .augment import IdentityViews, MultiCropAugment, TwoViewAugment
 from .datasets import arrays, digits, image_folder, torchvision
 
 
@@ -14,4 +14,5 @@ def register(registry: Registry) -> None:
     registry.register("dataset", "torchvision", torchvision)
     registry.register("dataset", "image_folder", image_folder)
     registry.register("transform", "two_view", TwoViewAugment)
+    registry.register("transform", "multi_crop", MultiCropAugment)
     registry.register("transform", "identity", IdentityViews)

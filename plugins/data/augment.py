@@ -24,9 +24,11 @@ step` reports the augmentation's share of a training step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -157,14 +159,17 @@ def crop_grid(scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor
     return grid
 
 
-def warp_crops(images: Tensor, scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor) -> Tensor:
-    """Resample ``images`` ``[N, C, H, W]`` through the crops of :func:`crop_grid` -> ``[N, C, H, W]``.
+def warp_crops(images: Tensor, scale_x: Tensor, shift_x: Tensor, scale_y: Tensor, shift_y: Tensor,
+               out_size: tuple[int, int] | None = None) -> Tensor:
+    """Resample ``images`` ``[N, C, H, W]`` through the crops of :func:`crop_grid` -> ``[N, C, H', W']``
+    (``out_size`` = (H', W'), default the input's size).
 
     One grid and one ``F.grid_sample`` (bilinear, zero padding, ``align_corners=False``)
     for the whole batch.
     """
     dtype = images.dtype
-    grid = crop_grid(scale_x.to(dtype), shift_x.to(dtype), scale_y.to(dtype), shift_y.to(dtype), *images.shape[2:])
+    height, width = out_size or images.shape[2:]
+    grid = crop_grid(scale_x.to(dtype), shift_x.to(dtype), scale_y.to(dtype), shift_y.to(dtype), height, width)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -364,11 +369,14 @@ class TwoViewAugment(ViewTransform):
         return fields
 
 
-def augment_batch(x: Tensor, s: AugmentSettings, generator: torch.Generator | None = None) -> Tensor:
-    """Augment every image of ``x`` ``[N, C, H, W]`` independently with settings ``s``; in [0, 1]."""
-    n, _, h, w = x.shape
+def augment_batch(x: Tensor, s: AugmentSettings, generator: torch.Generator | None = None,
+                  out_size: tuple[int, int] | None = None) -> Tensor:
+    """Augment every image of ``x`` ``[N, C, H, W]`` independently with settings ``s``; in [0, 1].
+    The crops are resampled to ``out_size`` (default: the input's size)."""
+    n = x.shape[0]
     device = x.device
-    x = _geometry(x, s, generator)
+    x = _geometry(x, s, generator, out_size)
+    h, w = x.shape[2:]
     if s.jitter_prob > 0 and (s.brightness > 0 or s.contrast > 0 or s.saturation > 0):
         apply = _bernoulli(n, s.jitter_prob, generator, device)
         x = color_jitter(
@@ -391,7 +399,8 @@ def augment_batch(x: Tensor, s: AugmentSettings, generator: torch.Generator | No
     return x.clamp_(0.0, 1.0)
 
 
-def _geometry(x: Tensor, s: AugmentSettings, generator: torch.Generator | None) -> Tensor:
+def _geometry(x: Tensor, s: AugmentSettings, generator: torch.Generator | None,
+              out_size: tuple[int, int] | None = None) -> Tensor:
     """Random resized crop + flip + shift of ``[N, C, H, W]`` through one ``grid_sample``."""
     n, _, h, w = x.shape
     device = x.device
@@ -401,7 +410,63 @@ def _geometry(x: Tensor, s: AugmentSettings, generator: torch.Generator | None) 
         cx, cy = cx + shift[0], cy + shift[1]
     if s.flip > 0:  # a negative x scale mirrors the crop left-right
         w_frac = torch.where(_bernoulli(n, s.flip, generator, device), -w_frac, w_frac)
-    return warp_crops(x, w_frac, cx, h_frac, cy)
+    return warp_crops(x, w_frac, cx, h_frac, cy, out_size)
+
+
+def default_local_size(size: int) -> int:
+    """Side of a local crop: DINO's 96 / 224 of the image side, at least 4 px."""
+    return max(4, round(size * 96 / 224))
+
+
+class MultiCropAugment(TwoViewAugment):
+    """Multi-crop (SwAV, DINO): ``global_crops`` views at the image size, then local crops.
+
+    A call for ``num_views`` views returns ``global_crops`` global views ``[N, C, H, W]`` (crop
+    area ``global_scale``) followed by ``num_views - global_crops`` local views ``[N, C, s, s]``
+    (``local_size`` s, crop area ``local_scale``), each group made batch-wise in one pass as
+    ``two_view`` does; every other parameter is ``two_view``'s. Defaults: global (0.4, 1) and
+    local (0.05, 0.4) of the area as in DINO, local side 96/224 of the image side. The
+    objective asks for the total; objectives that know global from local (DINO) read the
+    first ``global_crops`` views as the global ones.
+    """
+
+    def __init__(
+        self,
+        global_crops: int = 2,
+        global_scale: tuple[float, float] = (0.4, 1.0),
+        local_scale: tuple[float, float] = (0.05, 0.4),
+        local_size: int | None = None,
+        **two_view: Any,
+    ) -> None:
+        if "crop_scale" in two_view:
+            raise ConfigError("crop_scale: multi_crop takes global_scale and local_scale instead.")
+        super().__init__(**two_view)
+        if global_crops < 1:
+            raise ConfigError(f"global_crops must be >= 1, got {global_crops}.")
+        if local_size is not None and local_size < 1:
+            raise ConfigError(f"local_size must be a positive number of pixels, got {local_size}.")
+        self.global_crops = int(global_crops)
+        self.global_scale = _pair("global_scale", global_scale, 0.0, 1.0)
+        self.local_scale = _pair("local_scale", local_scale, 0.0, 1.0)
+        self.local_size = local_size
+
+    def forward(self, images: Tensor, num_views: int = 2, generator: torch.Generator | None = None) -> list[Tensor]:
+        """images ``[N, C, H, W]`` in [0, 1] -> ``global_crops`` global then the local views."""
+        x = _as_float_images(images)
+        n, c, h, w = x.shape
+        if num_views < self.global_crops:
+            raise ValueError(f"multi_crop makes {self.global_crops} global crops, but {num_views} views were asked for")
+        settings = self.resolve(c, h, w)
+        views = augment_batch(x.repeat(self.global_crops, 1, 1, 1),
+                              dataclasses.replace(settings, crop_scale=self.global_scale), generator)
+        out = list(views.split(n, dim=0))
+        local = num_views - self.global_crops
+        if local > 0:
+            side = self.local_size or default_local_size(min(h, w))
+            views = augment_batch(x.repeat(local, 1, 1, 1), dataclasses.replace(settings, crop_scale=self.local_scale),
+                                  generator, out_size=(side, side))
+            out += list(views.split(n, dim=0))
+        return out
 
 
 class IdentityViews(ViewTransform):

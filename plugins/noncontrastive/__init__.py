@@ -1,7 +1,7 @@
 """Two-view bundles without (or, for SimCLR, beside) explicit negatives.
 
-``simclr`` (NT-Xent, the contrastive reference), ``byol``, ``simsiam``, ``barlow_twins`` and
-``vicreg``; each loss is a pure function in its module, wrapped by the bundle. Their
+``simclr`` (NT-Xent, the contrastive reference), ``byol``, ``simsiam``, ``barlow_twins``,
+``vicreg`` and ``dino``; each loss is a pure function in its module, wrapped by the bundle. Their
 studies: ``examples/studies/noncontrastive_fashion.yaml`` (Fashion-MNIST) and
 ``examples/studies/collapse_simsiam.yaml`` (SimSiam with and without stop-gradient or
 predictor).
@@ -13,6 +13,7 @@ from selfsup.registry import Registry
 
 from .barlow_twins import BarlowTwins
 from .byol import BYOL
+from .dino import DINO
 from .simclr import SimCLR
 from .simsiam import SimSiam
 from .vicreg import VICReg
@@ -24,3 +25,4 @@ def register(registry: Registry) -> None:
     registry.register("objective", "simsiam", SimSiam)
     registry.register("objective", "barlow_twins", BarlowTwins)
     registry.register("objective", "vicreg", VICReg)
+    registry.register("objective", "dino", DINO)
