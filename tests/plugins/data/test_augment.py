@@ -37,7 +37,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 def test_registered_transforms() -> None:
     registry = Registry()
     register(registry)
-    assert registry.names("transform") == ["identity", "two_view"]
+    assert registry.names("transform") == ["identity", "multi_crop", "two_view"]
     assert isinstance(registry.create("transform", "two_view", crop_scale=[0.3, 1.0]), TwoViewAugment)
 
 
