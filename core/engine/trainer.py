@@ -391,7 +391,7 @@ class Trainer:
             self.callbacks.on_fit_start(self, resume)
             if not resume and tcfg.eval_before:
                 before = self.evaluate_now()
-                self.curve.append({"step": 0, "epoch": 0.0, "minutes": 0.0, "knn_acc": before["knn_acc"]})
+                self.curve.append(self._curve_point(before["knn_acc"]))
                 if main:
                     (self.run_dir / EVAL_BEFORE_NAME).write_text(json.dumps(before, indent=2))
                 self.callbacks.on_evaluation(self, "before", before)
@@ -471,7 +471,7 @@ class Trainer:
         return bool(spent) or self.global_step >= self.total_steps, bool(due)
 
     def _log_row(self, sums: dict[str, torch.Tensor], count: int, seconds: float) -> None:
-        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
+        row: dict[str, Any] = {"step": self.global_step, "epoch": self.epochs_done,
                                "train_seconds": self.clock.seconds(), "lr": self.optimizer.param_groups[0]["lr"]}
         row.update({k: float(v) / count for k, v in distributed.mean_over_ranks(sums, self.device).items()})
         row["images_per_s"] = count * self.settings.data.batch_size / max(seconds, 1e-9)
@@ -501,23 +501,33 @@ class Trainer:
             return  # every_epochs and every_minutes fell on the same step: evaluated already
         start = time.perf_counter()
         knn = self.evaluate_now(linear_probe=False)["knn_acc"]
-        seconds = self.clock.seconds()
-        epoch = self.epoch + self.batch_in_epoch / self.steps_per_epoch
-        row: dict[str, Any] = {"step": self.global_step, "epoch": epoch, "train_seconds": seconds, "knn_acc": knn}
+        point = self._curve_point(knn)
+        row: dict[str, Any] = {"step": point["step"], "epoch": point["epoch"], "train_seconds": 60 * point["minutes"],
+                               "knn_acc": knn}
         if self.monitor is not None:
             with self.clock.paused():
                 row.update(self.monitor.measure(self.objective))
         row["eval_seconds"] = time.perf_counter() - start
-        self.curve.append({"step": self.global_step, "epoch": epoch, "minutes": seconds / 60, "knn_acc": knn})
+        self.curve.append(point)
         self.loggers.log(row, "eval")
         self.callbacks.on_evaluation(self, "during", row)
+
+    @property
+    def epochs_done(self) -> float:
+        """Epochs trained so far, fractional (``epoch`` + the share of the current one done)."""
+        return self.epoch + self.batch_in_epoch / self.steps_per_epoch
+
+    def _curve_point(self, knn_acc: float) -> dict[str, float]:
+        """A point of the kNN curve at the current step and training time."""
+        return {"step": self.global_step, "epoch": self.epochs_done, "minutes": self.clock.seconds() / 60,
+                "knn_acc": knn_acc}
 
     def _result(self, before: dict[str, Any] | None, after: dict[str, Any] | None, interrupted: bool,
                 monitor: dict[str, Any] | None = None) -> FitResult:
         seconds = self.clock.seconds()
         return FitResult(
             self.run_dir, self.global_step, interrupted, before=before, after=after,
-            epochs=self.epoch + self.batch_in_epoch / self.steps_per_epoch, train_seconds=seconds,
+            epochs=self.epochs_done, train_seconds=seconds,
             eval_seconds=self.eval_seconds, curve=list(self.curve), monitor=monitor,
             images_per_s=self.global_step * self.settings.data.batch_size / seconds if seconds > 0 else 0.0,
         )
@@ -531,9 +541,7 @@ class Trainer:
         after = None
         if evaluate_after:
             after = self.evaluate_now(embedding_map=self.run_dir / "embedding_tsne.png")
-            point = {"step": self.global_step, "epoch": self.epoch + self.batch_in_epoch / self.steps_per_epoch,
-                     "minutes": self.clock.seconds() / 60, "knn_acc": after["knn_acc"]}
-            self.curve = [p for p in self.curve if p["step"] != self.global_step] + [point]
+            self.curve = [p for p in self.curve if p["step"] != self.global_step] + [self._curve_point(after["knn_acc"])]
             self.callbacks.on_evaluation(self, "after", after)
         monitor = None
         if self.monitor is not None:
