@@ -51,6 +51,7 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
     check_data_parameters(node["objective"], data.context(), "objective")
     objective = build(registry, "objective", node["objective"], "objective", context=data.context())
     dry_run(objective, data)
+    check_views(objective, transform, data)
     if objective.needs_labels and bool((data.train.labels < 0).any()):
         raise ConfigError(
             f"objective: {type(objective).__name__} is supervised and needs a label for every training "
@@ -100,6 +101,72 @@ def dry_run(objective: Any, data: Any) -> None:
             f"objective: the model cannot read this data ({shape}, from data.dataset): "
             f"{str(exc).splitlines()[0]}. Check the encoder's settings against the data."
         ) from None
+    finally:
+        objective.train(was_training)
+
+
+def check_views(objective: Any, transform: Any, data: Any) -> None:
+    """Refuse, before training, views the objective cannot use, naming the key.
+
+    An objective with a ``global_views`` attribute below its ``num_views`` (DINO; SimCLR,
+    BYOL and SimSiam with ``local_views``) reads its first ``global_views`` views as crops at
+    the image size and the rest as local crops; a multi-crop transform (one with a
+    ``global_crops`` attribute) makes its first ``global_crops`` views global and the rest
+    local. The two counts must agree, and the model must read a view of every size the
+    transform makes (two training samples go through the transform and ``embed``).
+    """
+    num_views = int(getattr(objective, "num_views", 0))
+    if transform is None or num_views <= 0:
+        return
+    name = type(objective).__name__
+    global_views = getattr(objective, "global_views", None)
+    global_crops = getattr(transform, "global_crops", None)
+    if global_views is not None and global_views < num_views and global_crops is None:
+        raise ConfigError(
+            f"data.augment: {type(transform).__name__} makes every view at the image size, but objective.local_views "
+            f"asks {name} for {num_views - global_views} local crops after its {global_views} global views; use "
+            f"data.augment: {{name: multi_crop, global_crops: {global_views}}}, or objective.local_views: 0."
+        )
+    if global_crops is not None and global_views is not None and global_crops != global_views:
+        raise ConfigError(
+            f"data.augment.global_crops: {global_crops}, but objective.global_views is {global_views} ({name} reads "
+            f"its first {global_views} views as the global crops); set data.augment: {{name: multi_crop, "
+            f"global_crops: {global_views}}} (or objective.global_views: {global_crops})."
+        )
+    if global_crops is not None and global_crops > num_views:
+        raise ConfigError(
+            f"data.augment.global_crops: {global_crops}, but {name} takes {num_views} views in all; set "
+            f"data.augment.global_crops to at most {num_views}."
+        )
+    _embed_every_view_size(objective, transform, data, num_views)
+
+
+@torch.no_grad()
+def _embed_every_view_size(objective: Any, transform: Any, data: Any, num_views: int) -> None:
+    """Make the views of two training samples (the global RNG untouched) and ``embed`` one
+    of every size other than the image's, so that a model that cannot read a local crop
+    fails here with the crop's shape named."""
+    images = data.train.select(torch.arange(min(2, len(data.train)))).as_float(torch.device("cpu"))
+    if not isinstance(images, torch.Tensor):
+        return  # multimodal data: no image views
+    with torch.random.fork_rng(devices=[]):
+        views = transform(images, num_views, torch.Generator().manual_seed(0))
+    seen = {tuple(images.shape)}
+    was_training = objective.training
+    objective.eval()
+    try:
+        for position, view in enumerate(views):
+            if tuple(view.shape) in seen:
+                continue
+            seen.add(tuple(view.shape))
+            try:
+                objective.embed(view)
+            except (RuntimeError, ValueError, AssertionError) as exc:
+                raise ConfigError(
+                    f"data.augment: the model cannot read view {position + 1} of {num_views} "
+                    f"({tuple(view.shape)}, images of {tuple(images.shape)}): {str(exc).splitlines()[0]}. "
+                    "Use a larger data.augment.local_size, or an encoder that takes any image size."
+                ) from None
     finally:
         objective.train(was_training)
 

@@ -28,6 +28,10 @@ class SmallConvNet(Encoder):
     average pooling), channels of the cell at row i, column j at ``(i * P + j) * 8w``. A
     pooled grid keeps where on the image a feature fired, which tells apart small images
     of one silhouette that differ in one place (a shirt's collar, a sleeve's length).
+
+    Any input size reads (the strides are fixed by ``image_size``; a multi-crop local crop
+    gives a smaller map and the same ``[N, out_dim]`` vector), as long as the last map has
+    at least ``pool_size`` cells per side: a smaller one raises a ValueError.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 32, width: int = 32, pool_size: int = 1) -> None:
@@ -51,6 +55,10 @@ class SmallConvNet(Encoder):
 
     def forward(self, x: Tensor) -> Features:
         local = self.blocks(x)  # [N, 8w, S', S']
+        if self.pool_size > min(local.shape[-2:]):
+            raise ValueError(f"pool_size {self.pool_size} is larger than the {local.shape[-2]}x{local.shape[-1]} "
+                             f"last feature map of a {x.shape[-2]}x{x.shape[-1]} input; use a smaller pool_size "
+                             "or larger inputs")
         if self.pool_size == 1:
             pooled = local.mean(dim=(2, 3))  # [N, 8w]
         else:  # [N, 8w, P, P] -> [N, P, P, 8w] -> [N, P * P * 8w]

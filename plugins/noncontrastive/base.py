@@ -1,4 +1,5 @@
-"""What the two-view bundles share: an encoder, a projector and the representation to evaluate."""
+"""What the two-view bundles share: an encoder, a projector and the representation to evaluate;
+and, for SimCLR, BYOL and SimSiam, multi-crop views (global crops first, then local crops)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from selfsup.interfaces import Batch, Critic, Encoder, Objective
-
 
 
 class TwoViewObjective(Objective):
@@ -39,6 +39,43 @@ class TwoViewObjective(Objective):
         """Images -> the projector's output ``[N, E]`` (what the loss compares; the collapse
         monitor reads it with ``monitor.source: project``). Subclasses set ``self.projector``."""
         return self.projector(self.encoder(x).global_)
+
+
+def view_pairs(global_views: int, num_views: int) -> list[tuple[int, int]]:
+    """The ordered pairs (target view i, other view j) that multi-crop compares: i one of the
+    first ``global_views`` views (the global crops), j any other of the ``num_views`` views;
+    i-major order. Two views: ``[(0, 1), (1, 0)]``; 2 global + 2 local: 6 pairs."""
+    return [(i, j) for i in range(global_views) for j in range(num_views) if j != i]
+
+
+class MultiCropObjective(TwoViewObjective):
+    """Base of bundles that take multi-crop views (SwAV, DINO): ``batch.views`` holds
+    ``global_views`` crops at the image size, then ``local_views`` smaller crops (from
+    ``data.augment: {name: multi_crop, global_crops: global_views}``).
+
+    The targets come from the global views only; every other view is compared with them:
+    the pairs of :func:`view_pairs`. The defaults (2 global, 0 local) are the two-view bundle.
+    The trainer asks the transform for ``num_views = global_views + local_views`` views.
+    """
+
+    def __init__(self, encoder: Encoder, global_views: int = 2, local_views: int = 0) -> None:
+        super().__init__(encoder)
+        if global_views < 1 or local_views < 0 or global_views + local_views < 2:
+            raise ValueError(f"global_views must be >= 1 and local_views >= 0, with at least 2 views in all; got "
+                             f"global_views {global_views} and local_views {local_views}")
+        self.global_views = int(global_views)
+        self.local_views = int(local_views)
+        self.num_views = self.global_views + self.local_views  # what the trainer asks the transform for
+        self.pairs = view_pairs(self.global_views, self.num_views)
+
+    def all_views(self, batch: Batch) -> list[Tensor]:
+        """The batch's ``num_views`` views: global ``[N, C, H, W]`` first, then local ``[N, C, s, s]``."""
+        if len(batch.views) != self.num_views:
+            local = (f"data.augment: {{name: multi_crop, global_crops: {self.global_views}}} with objective."
+                     f"local_views: {self.local_views}" if self.local_views else "data.augment (e.g. {name: two_view})")
+            raise ValueError(f"{type(self).__name__} expects {self.num_views} views ({self.global_views} global first, "
+                             f"then {self.local_views} local), got {len(batch.views)}; set {local}.")
+        return list(batch.views)
 
 
 class PredictionLoss(NamedTuple):

@@ -1,4 +1,8 @@
-"""BYOL (Grill et al. 2020): predict a momentum target network's projection of the other view."""
+"""BYOL (Grill et al. 2020): predict a momentum target network's projection of the other view.
+
+Multi-crop (``local_views``): the target network sees the global views only; the online
+prediction of every view j is compared with the target of every global view i != j.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from selfsup.interfaces import Batch, Critic, Encoder, Head, StepOutput
 from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
 from ..common.critics import CosineCritic
-from .base import PredictionLoss, Similarity, TwoViewObjective, cosine, pair_similarity
+from .base import MultiCropObjective, PredictionLoss, Similarity, cosine, pair_similarity, view_pairs
 
 
 def byol_loss(prediction: Tensor, target: Tensor, similarity: Similarity = cosine) -> PredictionLoss:
@@ -39,7 +43,26 @@ def symmetric_byol_loss(p1: Tensor, p2: Tensor, z1_target: Tensor, z2_target: Te
     return PredictionLoss(forward.loss + backward.loss, (forward.similarity + backward.similarity) / 2)
 
 
-class BYOL(TwoViewObjective):
+def multi_view_byol_loss(predictions: list[Tensor], targets: list[Tensor],
+                         similarity: Similarity = cosine) -> PredictionLoss:
+    """BYOL over multi-crop views: ``2 x`` the mean of ``byol(p_j, sg(z'_i))`` over the pairs
+    (target view i, prediction view j), i < G, j != i.
+
+    predictions: V online predictions ``[N, D]`` (the G global views first); targets: the
+    target network's G global projections ``[N, D]`` (G <= V; detached here). The factor 2
+    keeps the two-view scale at any V (range [0, 8] with the cosine); with V = G = 2 this is
+    exactly :func:`symmetric_byol_loss`. similarity: the mean over pairs.
+    """
+    if not targets or len(predictions) < 2 or len(targets) > len(predictions):
+        raise ValueError(f"BYOL needs 1 to V target views and V >= 2 predictions, got {len(targets)} and "
+                         f"{len(predictions)}")
+    terms = [byol_loss(predictions[j], targets[i].detach(), similarity)
+             for i, j in view_pairs(len(targets), len(predictions))]
+    loss = sum(t.loss for t in terms) * (2.0 / len(terms))
+    return PredictionLoss(loss, sum(t.similarity for t in terms) / len(terms))
+
+
+class BYOL(MultiCropObjective):
     """BYOL: online encoder + projector + predictor against a momentum target (encoder + projector).
 
     The projector and predictor are Linear-BN-ReLU-Linear MLPs (BN is what keeps BYOL from
@@ -54,6 +77,11 @@ class BYOL(TwoViewObjective):
     projector / predictor: a head replacing the default built from the ``*_dim`` / ``*_layers``
         settings (``{name: mlp, out_dim: ...}`` in a pipeline, or a ready ``nn.Module`` in
         Python); the projector's output width is then the embedding width.
+    global_views / local_views: multi-crop (with ``data.augment: {name: multi_crop,
+        global_crops: global_views}``): the target network sees only the ``global_views``
+        global crops; the prediction of every view j (global or local) is compared with the
+        target of every global view i != j, and the loss is 2 x the mean over those pairs
+        (:func:`multi_view_byol_loss`; with the defaults 2 and 0, the two-view loss above).
     """
 
     def __init__(
@@ -67,8 +95,10 @@ class BYOL(TwoViewObjective):
         projector: Head | nn.Module | None = None,
         predictor: Head | nn.Module | None = None,
         similarity: Critic | None = None,
+        global_views: int = 2,
+        local_views: int = 0,
     ) -> None:
-        super().__init__(encoder)
+        super().__init__(encoder, global_views, local_views)
         check_embedding_dim(embedding_dim)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
@@ -93,11 +123,10 @@ class BYOL(TwoViewObjective):
         return self.target_projector(self.target_encoder(x).global_)  # [N, E]
 
     def forward(self, batch: Batch) -> StepOutput:
-        view1, view2 = self.two_views(batch)
-        _, p1 = self._online(view1)
-        _, p2 = self._online(view2)
-        t1, t2 = self._target(view1), self._target(view2)
-        terms = symmetric_byol_loss(p1, p2, t1, t2, pair_similarity(self.similarity))
+        views = self.all_views(batch)
+        predictions = [self._online(v)[1] for v in views]  # V x [N, E], one pass per view
+        targets = [self._target(v) for v in views[:self.global_views]]  # G x [N, E]: global views only
+        terms = multi_view_byol_loss(predictions, targets, pair_similarity(self.similarity))
         return StepOutput(loss=terms.loss, logs={"similarity": terms.similarity, "target_momentum": self.last_momentum})
 
     def current_momentum(self, step: int, total_steps: int) -> float:

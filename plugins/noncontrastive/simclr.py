@@ -3,6 +3,9 @@
 Each of the 2N views in a batch is an anchor whose positive is the other view of its image
 and whose negatives are the remaining 2N - 2 views; the loss is the mean cross-entropy of
 ``cos / T`` logits over the 2N anchors.
+
+Multi-crop (``local_views``): the two-view contrast step is taken for every ordered pair
+(key view i, query view j), i a global view and j any other view, and the losses averaged.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from ..common.critics import CosineCritic
 from ..common.heads import MLPHead, build_head, check_embedding_dim
 from ..common.estimators import InfoNCE
 from ..common.samplers import InBatchNegatives
-from .base import TwoViewObjective
+from .base import MultiCropObjective
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Estimate:
@@ -44,7 +47,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Estimate:
     return Estimate(loss=loss, mi=math.log(2 * n - 1) - loss.detach())
 
 
-class SimCLR(TwoViewObjective):
+class SimCLR(MultiCropObjective):
     """SimCLR: NT-Xent over 2N - 2 in-batch negatives with a cosine critic (T = 0.5) and an MLP projector.
 
     Defaults for small data: temperature 0.5 (the SimCLR paper's best for small batches and
@@ -57,6 +60,12 @@ class SimCLR(TwoViewObjective):
     projector: a head replacing the default built from the ``*_dim`` / ``*_layers``
         settings (``{name: mlp, out_dim: ...}`` in a pipeline, or a ready ``nn.Module`` in
         Python); the projector's output width is then the embedding width.
+    global_views / local_views: multi-crop (with ``data.augment: {name: multi_crop,
+        global_crops: global_views}``): the contrast step (critic, sampler, estimator, as for
+        two views) scores the queries of every view j against the positive keys of every
+        global view i != j, and the loss and logs are the means over those G (V - 1) pairs;
+        local views are queries only. Two views: view 1 against view 2 and back, the loss
+        above. A memory sampler stores the keys of the last global view once per step.
     """
 
     def __init__(
@@ -71,8 +80,10 @@ class SimCLR(TwoViewObjective):
         projector_batch_norm: bool = True,
         projector: Head | nn.Module | None = None,
         num_train: int = 0,
+        global_views: int = 2,
+        local_views: int = 0,
     ) -> None:
-        super().__init__(encoder)
+        super().__init__(encoder, global_views, local_views)
         check_embedding_dim(embedding_dim)
         self.projector, embedding_dim = build_head(projector, encoder.out_dim, MLPHead(
             embedding_dim, projector_hidden_dim, projector_layers, projector_batch_norm))
@@ -82,13 +93,18 @@ class SimCLR(TwoViewObjective):
             sampler if sampler is not None else InBatchNegatives(both_views=True), embedding_dim, num_train)
 
     def forward(self, batch: Batch) -> StepOutput:
-        view1, view2 = self.two_views(batch)
-        z1, z2 = self.project(view1), self.project(view2)
-        # each view is an anchor once: 2N anchors; view 2's projections are the keys a memory stores
-        loss12, logs12 = self.contrast(z1, z2, batch.index)
-        loss21, logs21 = self.contrast(z2, z1, batch.index, store=False)
-        logs = {name: (value + logs21[name]) / 2 for name, value in logs12.items()}
-        return StepOutput(loss=(loss12 + loss21) / 2, logs=logs)
+        z = [self.project(v) for v in self.all_views(batch)]  # V x [N, E], one pass per view
+        # query-major order, as the two-view step always ran (view 1 against view 2, then back):
+        # a sampler that draws negatives per call (memory_bank) draws them in the same order
+        pairs = sorted(self.pairs, key=lambda pair: pair[1])  # (key view i, query view j)
+        stored = next(pair for pair in pairs if pair[0] == self.global_views - 1)  # the last global view's keys, once
+        losses, logs = [], []
+        for key, query in pairs:
+            loss, pair_logs = self.contrast(z[query], z[key], batch.index, store=(key, query) == stored)
+            losses.append(loss)
+            logs.append(pair_logs)
+        mean_logs = {name: sum(pair_logs[name] for pair_logs in logs) / len(logs) for name in logs[0]}
+        return StepOutput(loss=sum(losses) / len(losses), logs=mean_logs)
 
     @torch.no_grad()
     def after_step(self, step: int, total_steps: int) -> None:

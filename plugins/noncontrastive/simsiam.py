@@ -3,6 +3,9 @@
 The stop-gradient and the predictor are options so that the collapse study can remove them:
 without the stop-gradient (or without the predictor) the embeddings collapse to a constant,
 as in Figure 2 and Table 1 of the paper.
+
+Multi-crop (``local_views``): the stop-gradient targets z come from the global views; the
+prediction p_j of every view is compared with z_i of every global view i != j.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from selfsup.interfaces import Batch, Critic, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
 from ..common.critics import CosineCritic
-from .base import PredictionLoss, Similarity, TwoViewObjective, cosine, pair_similarity
+from .base import MultiCropObjective, PredictionLoss, Similarity, cosine, pair_similarity, view_pairs
 
 
 def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True,
@@ -35,7 +38,28 @@ def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: 
     return PredictionLoss(-mean, mean.detach())
 
 
-class SimSiam(TwoViewObjective):
+def multi_view_simsiam_loss(predictions: list[Tensor], projections: list[Tensor], global_views: int,
+                            stop_gradient: bool = True, similarity: Similarity = cosine) -> PredictionLoss:
+    """SimSiam over multi-crop views: ``-mean s(p_j, sg(z_i))`` over the pairs (target view i,
+    prediction view j), i < ``global_views``, j != i, each averaged over the batch.
+
+    predictions, projections: V tensors ``[N, D]`` each, the global views first (only the
+    first ``global_views`` projections are targets). With two views this is exactly
+    :func:`simsiam_loss` (range [-1, 1] with the cosine). similarity: minus the loss.
+    """
+    if len(predictions) != len(projections) or len(predictions) < 2 or not 1 <= global_views <= len(predictions):
+        raise ValueError(f"SimSiam needs V >= 2 predictions and projections and 1 to V global views, got "
+                         f"{len(predictions)}, {len(projections)} and {global_views}")
+    shapes = {tuple(t.shape) for t in (*predictions, *projections)}
+    if len(shapes) != 1 or predictions[0].dim() != 2:
+        raise ValueError(f"predictions and projections must all be [N, D], got shapes {sorted(shapes)}")
+    targets = [z.detach() if stop_gradient else z for z in projections[:global_views]]
+    pairs = view_pairs(global_views, len(predictions))
+    mean = sum(similarity(predictions[j], targets[i]).mean() for i, j in pairs) / len(pairs)
+    return PredictionLoss(-mean, mean.detach())
+
+
+class SimSiam(MultiCropObjective):
     """SimSiam: projector + bottleneck predictor, loss -1/2[cos(p1, sg(z2)) + cos(p2, sg(z1))].
 
     Defaults for small images (the paper's CIFAR variant): projector of 2 Linear-BN(-ReLU)
@@ -56,6 +80,11 @@ class SimSiam(TwoViewObjective):
         architecture). It keeps every projection dimension at unit batch variance, so the
         projections cannot shrink to a point (their rank still drops when the method
         breaks); the collapse study turns it off to show the collapse plainly.
+    global_views / local_views: multi-crop (with ``data.augment: {name: multi_crop,
+        global_crops: global_views}``): the targets sg(z_i) are the global views'
+        projections; the prediction p_j of every view (global or local) is compared with
+        z_i of every global view i != j, and the loss is minus the mean over those pairs
+        (:func:`multi_view_simsiam_loss`; with the defaults 2 and 0, the two-view loss above).
     """
 
     def __init__(
@@ -71,8 +100,10 @@ class SimSiam(TwoViewObjective):
         projector_last_batch_norm: bool = True,
         projector: Head | nn.Module | None = None,
         similarity: Critic | None = None,
+        global_views: int = 2,
+        local_views: int = 0,
     ) -> None:
-        super().__init__(encoder)
+        super().__init__(encoder, global_views, local_views)
         check_embedding_dim(embedding_dim)
         if fixed_predictor_lr and predictor is False:
             raise ValueError("fixed_predictor_lr needs a predictor (predictor: true)")
@@ -90,13 +121,13 @@ class SimSiam(TwoViewObjective):
         self.fixed_predictor_lr = fixed_predictor_lr
 
     def forward(self, batch: Batch) -> StepOutput:
-        view1, view2 = self.two_views(batch)
-        z1 = self.projector(self.encoder(view1).global_)  # [N, E]
-        z2 = self.projector(self.encoder(view2).global_)
-        p1, p2 = self.predictor(z1), self.predictor(z2)
-        terms = simsiam_loss(p1, p2, z1, z2, self.stop_gradient, pair_similarity(self.similarity))
+        views = self.all_views(batch)
+        projections = [self.projector(self.encoder(v).global_) for v in views]  # V x [N, E], one pass per view
+        predictions = [self.predictor(z) for z in projections]
+        terms = multi_view_simsiam_loss(predictions, projections, self.global_views, self.stop_gradient,
+                                        pair_similarity(self.similarity))
         with torch.no_grad():
-            z_std = F.normalize(z1.detach().float(), dim=1).std(dim=0).mean()
+            z_std = F.normalize(projections[0].detach().float(), dim=1).std(dim=0).mean()
         return StepOutput(loss=terms.loss, logs={"similarity": terms.similarity, "projection_std": z_std})
 
     def parameter_groups(self) -> list[dict]:
