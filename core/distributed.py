@@ -11,6 +11,9 @@ gathers return their input and shuffles draw a local permutation):
   shard r on rank r; so ``gather`` of per-rank ``[n, ...]`` tensors in rank order is the
   global batch ``[W*n, ...]`` in the order a single process would see it;
 * collectives are called by every rank in the same order (all parts are symmetric).
+
+:class:`SplitBatchNorm` emulates in one process what W processes' batch norms compute (each
+over its own shard): the single-process reference of every distributed equivalence check.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from __future__ import annotations
 import atexit
 import datetime
 import inspect
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import ConfigError
 from .interfaces import StepOutput
@@ -215,6 +221,24 @@ def from_main(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def log_mean_exp(x: Tensor) -> Tensor:
+    """``log(mean(exp(x)))`` over every element of ``x`` on every process -> scalar, differentiable.
+
+    The partition term of Donsker-Varadhan-type bounds over the global batch: the sum of
+    ``exp`` and the element count are summed over ranks (shifted by the global maximum, so
+    nothing overflows); gradients flow back to every rank's elements. Every rank must call it.
+    """
+    x = x.reshape(-1)
+    if world_size() == 1:
+        return torch.logsumexp(x, 0) - math.log(x.numel())
+    from torch.distributed.nn.functional import all_reduce  # differentiable: gradients summed over ranks
+
+    shift = x.detach().max()
+    dist.all_reduce(shift, op=dist.ReduceOp.MAX)
+    totals = all_reduce(torch.stack([(x - shift).exp().sum(), x.new_tensor(float(x.numel()))]))
+    return shift + totals[0].log() - totals[1].log()
+
+
 def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
     """The mean of each scalar over ranks (keys must be the same on every rank)."""
     if world_size() == 1 or not values:
@@ -224,6 +248,19 @@ def mean_over_ranks(values: dict[str, Tensor], device: torch.device) -> dict[str
     dist.all_reduce(stacked)
     stacked /= world_size()
     return dict(zip(keys, stacked.unbind(0)))
+
+
+def broadcast_from_main(x: Tensor) -> Tensor:
+    """Rank 0's ``x`` on every rank (same shape and dtype everywhere), no gradient.
+
+    For random draws every rank must share (a discriminator's prior samples): rank 0's draw
+    from its default generator is the one a single process seeded alike would make.
+    """
+    if world_size() == 1:
+        return x
+    x = x.detach().contiguous()
+    dist.broadcast(x, src=0)
+    return x
 
 
 def broadcast_object(obj: Any) -> Any:
@@ -310,3 +347,104 @@ class DistributedObjective(nn.Module):
     def forward(self, batch: Any) -> StepOutput:
         loss, logs = self.ddp(batch)
         return StepOutput(loss=loss, logs=logs)
+
+
+# --------------------------------------------------------------------------- batch norm, one process
+class SplitBatchNorm(_BatchNorm):
+    """Batch norm with per-chunk statistics, as S processes would compute them; inputs ``[N, C]``
+    or ``[N, C, *]``, N divisible by S.
+
+    In training, chunk s = samples ``[s*N/S, (s+1)*N/S)`` is normalised with its own mean and
+    variance, exactly as if each chunk ran through its own ``BatchNorm`` on its own process;
+    the running statistics are the mean of the S chunks' running statistics. In eval mode it
+    is a plain batch norm with the running statistics. The state dict matches
+    ``nn.BatchNorm*d``'s. MoCo's CIFAR demo uses it to emulate multi-GPU batch norm (and
+    shuffle-BN) on one device; the distributed conformance check uses it for its reference.
+
+    num_features: C. num_splits: S (1 is a plain batch norm). Other arguments as ``nn.BatchNorm2d``.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        num_splits: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = int(num_splits)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected an input of at least 2 dimensions [N, C, ...], got {input.dim()}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        if not self.training or self.num_splits == 1:
+            return super().forward(input)
+        s, n, c = self.num_splits, input.shape[0], input.shape[1]
+        if n % s:
+            raise ValueError(f"SplitBatchNorm: a batch of {n} does not split into {s} equal chunks")
+        # [N, C, *] -> [S, N/S, C, *] -> [N/S, S*C, *]: chunk s becomes channels s*C .. s*C + C - 1
+        grouped = input.unflatten(0, (s, n // s)).transpose(0, 1).flatten(1, 2)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        running_mean = running_var = None
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
+                momentum = 1.0 / float(self.num_batches_tracked)
+            running_mean, running_var = self.running_mean.repeat(s), self.running_var.repeat(s)
+        out = F.batch_norm(
+            grouped,
+            running_mean,
+            running_var,
+            self.weight.repeat(s) if self.affine else None,
+            self.bias.repeat(s) if self.affine else None,
+            True,
+            momentum,
+            self.eps,
+        )
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.copy_(running_mean.view(s, c).mean(0))
+                self.running_var.copy_(running_var.view(s, c).mean(0))
+        return out.unflatten(1, (s, c)).transpose(0, 1).flatten(0, 1)  # back to [N, C, *]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+def convert_split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every ``nn.BatchNorm1d/2d/3d`` in ``module`` by a :class:`SplitBatchNorm`.
+
+    Weights and running statistics are kept (same state-dict keys). Returns the module
+    (a new one when ``module`` itself is a batch norm). ``num_splits=1`` changes nothing.
+    Other batch norms are left as they are: a :class:`SplitBatchNorm` already, and those
+    with global statistics (``nn.SyncBatchNorm``, or any other ``_BatchNorm`` that is not a
+    ``BatchNorm1d/2d/3d``), which in one process are a batch norm over the whole batch.
+    """
+    if num_splits < 1:
+        raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if num_splits == 1:
+        return module
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        split = SplitBatchNorm(
+            module.num_features, num_splits, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        split.load_state_dict(module.state_dict())
+        for name, parameter in split.named_parameters():  # a frozen (momentum) copy stays frozen
+            parameter.requires_grad_(getattr(module, name).requires_grad)
+        split.train(module.training)
+        return split.to(next(iter(module.state_dict().values()), torch.empty(0)).device)
+    for name, child in module.named_children():
+        setattr(module, name, convert_split_batchnorm(child, num_splits))
+    return module
+
+
+def batch_norm_splits(module: nn.Module) -> int:
+    """The most chunks any :class:`SplitBatchNorm` in ``module`` splits its batch into (1 if none)."""
+    return max((m.num_splits for m in module.modules() if isinstance(m, SplitBatchNorm)), default=1)

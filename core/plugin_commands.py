@@ -2,7 +2,8 @@
 
     selfsup plugins list [KIND] [PATTERN] [--strict]    components by kind, with package and version
     selfsup plugins show KIND NAME [--strict]           parameters (types, defaults) and docstring
-    selfsup plugins check [PACKAGE] [--kind KIND]       the conformance kit, as a pass/fail table
+    selfsup plugins check [PACKAGE] [--kind KIND] [--no-distributed]
+                                                        the conformance kit, as a pass/fail table
     selfsup new-plugin NAME [--dir DIR]                 a working plugin package skeleton
 
 A broken plugin (import error, hook with a wrong signature, duplicate name) is reported with
@@ -99,7 +100,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from .testing import CHECKED_KINDS, ConformanceResult, format_results, normalize_package, run_conformance
+    from .testing import (
+        CHECKED_KINDS, ConformanceResult, format_results, normalize_package, run_conformance,
+        run_distributed_conformance,
+    )
 
     loaded = _plugins(args.strict)
     wanted = None if args.package is None else normalize_package(args.package)
@@ -108,6 +112,9 @@ def cmd_check(args: argparse.Namespace) -> int:
                for f in failures]
     kinds = [args.kind] if args.kind else list(CHECKED_KINDS)
     results += run_conformance(loaded.registry, package=args.package, kinds=kinds)
+    if not args.no_distributed:  # objectives that pass in one process: the same step on 2 processes
+        passed = [r.name for r in results if r.kind == "objective" and r.status == "pass"]
+        results += run_distributed_conformance(loaded.registry, passed)
     unchecked = Counter(e.kind for e in loaded.registry.list() if e.kind not in kinds and not args.kind
                         and (wanted is None or normalize_package(e.provider.package) == wanted))
     if not results and not unchecked:
@@ -153,9 +160,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     show.set_defaults(func=cmd_show)
     check = actions.add_parser("check", parents=[strict], help="run the conformance kit on installed components",
                                description="Run selfsup.testing's conformance checks on every registered component "
-                               "(or PACKAGE's) and print a pass/fail table; exit code 1 when one fails.")
+                               "(or PACKAGE's) and print a pass/fail table; exit code 1 when one fails. Every "
+                               "objective that passes also gets a row 'distributed: ...': one training step on 2 "
+                               "CPU processes (gloo, each with half the batch, gradients averaged as DDP does) must "
+                               "give the loss and gradients of 1 process on the whole batch (batch statistics and "
+                               "negatives over the global batch).")
     check.add_argument("package", nargs="?", metavar="PACKAGE", help="only this distribution's components")
     check.add_argument("--kind", metavar="KIND", help="only components of this kind")
+    check.add_argument("--no-distributed", action="store_true",
+                       help="skip the distributed check of objectives (it starts 2 worker processes once, "
+                       "a few seconds plus one step per objective)")
     check.set_defaults(func=cmd_check)
 
     new = sub.add_parser("new-plugin", help="write a plugin package skeleton",

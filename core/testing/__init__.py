@@ -43,6 +43,16 @@ factory) in pipeline form, e.g. ``conformance_params = {"dim": 8}``; context key
 opts the component out of the registry-wide run; test it with the ``check_*`` functions and
 your own inputs instead. The registry-wide run seeds torch, restores the caller's RNG state
 afterwards and uses one thread (the inputs are tiny).
+
+:func:`run_distributed_conformance` (also part of ``selfsup plugins check``; ``--no-distributed``
+skips it) takes one training step of each objective on 2 gloo processes, each with half the
+kit's batch and wrapped as the engine wraps it (DDP), and checks that loss and gradients equal
+one process's on the whole batch with its batch norms split in two
+(:class:`~selfsup.distributed.SplitBatchNorm`): batch statistics and in-batch negatives must
+come from the global batch (:func:`selfsup.distributed.gather_with_grad`). Random draws inside
+``forward`` must be made on rank 0 and broadcast (both sides are seeded alike); an objective
+that cannot be checked this way declares ``distributed_conformance = "reason"``.
+:func:`run_on_gloo` runs any function on spawned gloo processes, for plugins' own tests.
 """
 
 from __future__ import annotations
@@ -50,16 +60,21 @@ from __future__ import annotations
 from .checks import (
     BATCH_SIZE, BOUND_TOLERANCE, CONTEXT, DEFAULT_PARTS, FEATURE_DIM, LARGE_SCORE, check_critic, check_encoder,
     check_estimator, check_head, check_logger, check_objective, check_prior, check_sampler, check_transform, known_case_scores,
+    objective_batch,
 )
 from .conformance import (
     CHECKED_KINDS, ConformanceResult, ConformanceSkip, build_for_conformance, check_component, conformance_params,
     format_results, normalize_package, plugin_registry, run_conformance,
+)
+from .distributed import (
+    one_process_step, process_group_step, run_distributed_conformance, run_on_gloo,
 )
 
 __all__ = [
     "BATCH_SIZE", "BOUND_TOLERANCE", "CHECKED_KINDS", "CONTEXT", "DEFAULT_PARTS", "FEATURE_DIM", "LARGE_SCORE",
     "ConformanceResult", "ConformanceSkip", "build_for_conformance", "check_component", "check_critic",
     "check_encoder", "check_estimator", "check_head", "check_logger", "check_objective", "check_prior", "check_sampler", "check_transform",
-    "conformance_params", "format_results", "known_case_scores", "normalize_package", "plugin_registry",
-    "run_conformance",
+    "conformance_params", "format_results", "known_case_scores", "normalize_package", "objective_batch",
+    "one_process_step", "plugin_registry", "process_group_step", "run_conformance", "run_distributed_conformance",
+    "run_on_gloo",
 ]

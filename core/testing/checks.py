@@ -332,15 +332,23 @@ def check_transform(transform: ViewTransform, input_shape: tuple[int, ...] = (1,
 
 
 # --------------------------------------------------------------------------- objective
+def objective_batch(num_views: int, input_shape: tuple[int, ...] = (1, 8, 8), batch_size: int = BATCH_SIZE,
+                    num_classes: int = CONTEXT["num_classes"], num_train: int = CONTEXT["num_train"]) -> Batch:
+    """The kit's training batch: images ``[batch_size, *input_shape]`` in [0, 1], ``num_views``
+    noisy copies, labels ``[batch_size]`` and training-set indices ``[batch_size]`` (fixed seed)."""
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.rand(batch_size, *input_shape, generator=g)
+    views = [(inputs + 0.05 * torch.randn(inputs.shape, generator=g)).clamp(0, 1) for _ in range(num_views)]
+    labels = torch.arange(batch_size) % num_classes
+    return Batch(inputs, views, labels, torch.randperm(num_train, generator=g)[:batch_size])
+
+
 def check_objective(objective: Objective, input_shape: tuple[int, ...] = (1, 8, 8), batch_size: int = BATCH_SIZE,
                     num_classes: int = CONTEXT["num_classes"], num_train: int = CONTEXT["num_train"]) -> None:
     """One CPU training step: finite loss and logs, trainable parameters (the encoder's) change."""
     name = type(objective).__name__
-    g = torch.Generator().manual_seed(0)
-    inputs = torch.rand(batch_size, *input_shape, generator=g)
-    views = [(inputs + 0.05 * torch.randn(inputs.shape, generator=g)).clamp(0, 1) for _ in range(objective.num_views)]
-    labels = torch.arange(batch_size) % num_classes
-    batch = Batch(inputs, views, labels, torch.randperm(num_train, generator=g)[:batch_size])
+    batch = objective_batch(objective.num_views, input_shape, batch_size, num_classes, num_train)
+    inputs = batch.inputs
     groups = objective.parameter_groups()
     params = [p for group in groups for p in group["params"]]
     _expect(bool(params), f"{name}.parameter_groups() holds no trainable parameters")

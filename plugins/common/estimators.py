@@ -4,6 +4,11 @@ Every estimator reads positive scores ``[N, P]`` and negative scores ``[N, K]`` 
 ``Estimate(loss, mi)`` in nats. References: InfoNCE (van den Oord et al. 2018), JSD as in
 Deep InfoMax (Hjelm et al. 2019), Donsker-Varadhan / MINE (Belghazi et al. 2018), NWJ
 (Nguyen, Wainwright & Jordan 2010); see Poole et al. 2019 for the bounds.
+
+Under torch.distributed the terms that average over the whole batch at once (the
+log-mean-exp of Donsker-Varadhan, NWJ's mean of exponentials) run over the negatives of
+every process, so a step on W processes is the step one process takes on the global batch;
+the row-wise terms (InfoNCE, JSD) already are, since DDP averages the processes' losses.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfsup import distributed
 from selfsup.interfaces import Estimate, MIEstimator, Scores
 
 
@@ -37,8 +43,8 @@ def row_logsumexp(x: Tensor) -> Tensor:
 
 
 def _mean_log_mean_exp(x: Tensor) -> Tensor:
-    """log(mean(exp(x))) over all elements, without overflow."""
-    return torch.logsumexp(x.reshape(-1), 0) - math.log(x.numel())
+    """log(mean(exp(x))) over all elements (of every process under torch.distributed), without overflow."""
+    return distributed.log_mean_exp(x)
 
 
 class InfoNCE(MIEstimator):

@@ -12,6 +12,8 @@ from torch import nn
 
 from selfsup.interfaces import Head
 
+from .global_batchnorm import batch_norm_layer
+
 
 def mlp_head(
     in_dim: int,
@@ -20,12 +22,15 @@ def mlp_head(
     num_layers: int = 2,
     batch_norm: bool = False,
     last_batch_norm: bool = False,
+    sync_bn: bool = False,
 ) -> nn.Sequential:
     """An MLP ``[N, in_dim] -> [N, out_dim]``.
 
     num_layers=1 is a linear layer; each hidden layer is Linear(-BN)-ReLU (MoCo v2 uses
     2 layers without BN; MoCo v3 / BYOL use BN; ``last_batch_norm`` adds an affine-free BN
-    on the output as in MoCo v3 and SimSiam).
+    on the output as in MoCo v3 and SimSiam). ``sync_bn``: every BN is a
+    :class:`~.global_batchnorm.GlobalBatchNorm` (statistics over the global batch of all
+    processes; ``nn.BatchNorm1d`` in one process).
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -35,12 +40,12 @@ def mlp_head(
     for _ in range(num_layers - 1):
         layers.append(nn.Linear(width, hidden_dim, bias=not batch_norm))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(batch_norm_layer(hidden_dim, sync_bn))
         layers.append(nn.ReLU(inplace=True))
         width = hidden_dim
     layers.append(nn.Linear(width, out_dim, bias=not last_batch_norm))
     if last_batch_norm:
-        layers.append(nn.BatchNorm1d(out_dim, affine=False))
+        layers.append(batch_norm_layer(out_dim, sync_bn, affine=False))
     return nn.Sequential(*layers)
 
 
@@ -49,12 +54,15 @@ class MLPHead(Head):
     BN (``batch_norm``) and ReLU; ``last_batch_norm`` adds an affine-free BN on the output.
 
     out_dim: output width; hidden_dim: hidden width (default: the input width).
+    sync_bn: under torch.distributed, batch norm uses the statistics of the global batch (all
+        processes' rows, as Barlow Twins' and VICReg's official code does with SyncBatchNorm)
+        instead of this process's shard; no effect in one process.
     """
 
     conformance_params = {"out_dim": 4}
 
     def __init__(self, out_dim: int, hidden_dim: int | None = None, layers: int = 2, batch_norm: bool = True,
-                 last_batch_norm: bool = False) -> None:
+                 last_batch_norm: bool = False, sync_bn: bool = False) -> None:
         if out_dim <= 0:
             raise ValueError(f"out_dim must be positive, got {out_dim}")
         if hidden_dim is not None and hidden_dim <= 0:
@@ -63,10 +71,11 @@ class MLPHead(Head):
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.out_dim, self.hidden_dim, self.layers = int(out_dim), hidden_dim, int(layers)
         self.batch_norm, self.last_batch_norm = bool(batch_norm), bool(last_batch_norm)
+        self.sync_bn = bool(sync_bn)
 
     def build(self, in_dim: int) -> nn.Sequential:
         return mlp_head(in_dim, self.out_dim, self.hidden_dim, num_layers=self.layers, batch_norm=self.batch_norm,
-                        last_batch_norm=self.last_batch_norm)
+                        last_batch_norm=self.last_batch_norm, sync_bn=self.sync_bn)
 
 
 @torch.no_grad()

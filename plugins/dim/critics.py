@@ -17,7 +17,9 @@ vectors and local maps: a map ``[M, C, H, W]`` is read as ``M*H*W`` vectors of w
 Input widths may be given to the constructor or left to :meth:`LearnedCritic.setup`, which
 the objective that owns the critic calls once it knows its encoder's widths (like
 ``NegativeSampler.setup``). :func:`score_local_map` scores a local map with *any* critic
-(dot, cosine, bilinear fall back to treating positions as keys).
+(dot, cosine, bilinear fall back to treating positions as keys). Under torch.distributed,
+:func:`score_global_batch` and ``score_local_map(..., gather=True)`` score this process's
+queries against the keys of every process.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
+from selfsup import distributed
 from selfsup.interfaces import Critic
 
 
@@ -205,9 +209,13 @@ class SeparableCritic(LearnedCritic):
     def pair(self, query: Tensor, key: Tensor) -> Tensor:
         return (self.embed_query(query) * self.embed_keys(key)).sum(-1) / self.temperature  # [N]
 
-    def score_local(self, query: Tensor, local: Tensor) -> Tensor:
+    def score_local(self, query: Tensor, local: Tensor, gather: bool = False) -> Tensor:
+        """query ``[N, Dq]``, local map ``[M, Dk, H, W]`` -> ``[N, M, H*W]``; with ``gather``,
+        ``[N, W*M, H*W]`` against the maps of every process (embedded before the gather)."""
         q = self.embed_query(query)  # [N, E]
         k = self.embed_keys(local.flatten(2).transpose(1, 2))  # [M, HW, C] -> [M, HW, E]
+        if gather:
+            k = distributed.gather_with_grad(k)  # [W*M, HW, E]
         return torch.einsum("ne,mpe->nmp", q, k) / self.temperature  # [N, M, HW]
 
 
@@ -254,7 +262,7 @@ class ConcatCritic(LearnedCritic):
         """
         h = pre_activation
         for layer in self.rest:
-            if isinstance(layer, nn.BatchNorm1d):
+            if isinstance(layer, _BatchNorm):  # BatchNorm1d, or a split / global one put in its place
                 h = layer(h.reshape(-1, self.hidden_dim)).reshape(h.shape)
             else:
                 h = layer(h)
@@ -274,15 +282,37 @@ class ConcatCritic(LearnedCritic):
         return self._head(a + b)  # [N]
 
 
-def score_local_map(critic: Critic, query: Tensor, local: Tensor) -> Tensor:
+def score_global_batch(critic: Critic, query: Tensor, keys: Tensor) -> Tensor:
+    """Similarities of this process's queries ``[N, Dq]`` to the keys of every process
+    ``[N, Dk]`` each -> ``[N, W*N]`` (``[N, N]`` in one process; keys gathered with gradients,
+    rank order, so column ``rank*N + i`` is query i's own key).
+
+    A :class:`SeparableCritic` embeds its keys before they are gathered, so its batch norm
+    sees this process's rows, as every other batch norm does.
+    """
+    if isinstance(critic, SeparableCritic):
+        embedded = distributed.gather_with_grad(critic.embed_keys(keys))  # [W*N, E]
+        scores = critic.embed_query(query) @ embedded.T / critic.temperature  # [N, E] x [E, W*N]
+        return scores if critic.higher_is_similar else -scores
+    return critic.similarity(query, distributed.gather_with_grad(keys))
+
+
+def score_local_map(critic: Critic, query: Tensor, local: Tensor, gather: bool = False) -> Tensor:
     """Scores of every global vector against every position of every local map.
 
     query ``[N, D]``, local ``[M, C, H, W]`` -> ``[N, M, H*W]`` similarities (higher = more
     similar). Critics with a ``score_local`` method use it; any other critic (dot, cosine,
     bilinear) scores the ``M*H*W`` position vectors as keys, so C must fit its key width.
+    gather: under torch.distributed, score against the maps of every process (gathered with
+    gradients, in rank order): ``[N, W*M, H*W]``; a :class:`SeparableCritic` embeds them first.
     """
     if local.dim() != 4:
         raise ValueError(f"local map must be [M, C, H, W], got shape {tuple(local.shape)}")
+    if isinstance(critic, SeparableCritic):
+        scores = critic.score_local(query, local, gather=gather)
+        return scores if critic.higher_is_similar else -scores
+    if gather:
+        local = distributed.gather_with_grad(local)  # [W*M, C, H, W]
     if hasattr(critic, "score_local"):
         scores = critic.score_local(query, local)
         return scores if critic.higher_is_similar else -scores

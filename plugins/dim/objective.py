@@ -10,6 +10,13 @@ loss = alpha * L_global + beta * L_local + gamma * L_prior, where
   code, so the local term is averaged over positions (see :func:`local_scores`).
 - L_prior: the non-saturating encoder term of an adversarial prior matcher, whose
   discriminator takes its own optimiser step inside :meth:`DeepInfoMax.forward`.
+
+Under torch.distributed the negatives come from the global batch: each process scores its
+own global codes against the local maps of every process (gathered with gradients, as
+:class:`~selfsup.plugins.common.samplers.InBatchNegatives` gathers keys), so its rows of the
+score matrices are the rows a single process would compute for those images, and the
+estimators' batch-wide terms (DV's log-mean-exp) run over every process's negatives: the
+step is the one a single process takes on the global batch.
 """
 
 from __future__ import annotations
@@ -20,10 +27,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from selfsup import distributed
 from selfsup.interfaces import Batch, Critic, Encoder, MIEstimator, Objective, PriorMatcher, Scores, StepOutput
 
 from ..common.estimators import JSD
-from .critics import ConcatCritic, SeparableCritic, score_local_map, setup_critic
+from .critics import ConcatCritic, SeparableCritic, score_global_batch, score_local_map, setup_critic
 from .encoders import DIMConvEncoder
 from .prior import AdversarialPrior
 
@@ -37,31 +45,44 @@ PRESETS: dict[str, tuple[float, float, float]] = {
 SameImage = Literal["exclude", "masked_constant"]
 
 
-def local_scores(scores: Tensor, same_image: SameImage = "exclude", masked_score: float = -10.0) -> Scores:
-    """Local-DIM :class:`Scores` from all-pairs scores ``[N, N, L]``.
+def same_sample(rows: int, columns: int, offset: int, device: torch.device | None = None) -> Tensor:
+    """``[rows, columns]`` boolean mask, True at ``(i, offset + i)``: this process's samples
+    (rows) among the global batch (columns), where they start at column ``offset``."""
+    mask = torch.zeros(rows, columns, dtype=torch.bool, device=device)
+    i = torch.arange(rows, device=device)
+    mask[i, offset + i] = True
+    return mask
 
-    ``scores[i, j, p]`` scores global code i against position p of image j's local map.
-    Row i of the result has positives ``scores[i, i, :]`` (``[N, L]``: every position of
-    image i) and, as negatives:
+
+def local_scores(scores: Tensor, same_image: SameImage = "exclude", masked_score: float = -10.0,
+                 offset: int = 0) -> Scores:
+    """Local-DIM :class:`Scores` from all-pairs scores ``[N, M, L]`` (M = N in one process).
+
+    ``scores[i, j, p]`` scores global code i against position p of image j's local map; the
+    N codes are images ``offset .. offset + N - 1`` of the M (under torch.distributed, M is
+    the global batch and ``offset`` this process's first row). Row i of the result has
+    positives ``scores[i, offset + i, :]`` (``[N, L]``: every position of its own image)
+    and, as negatives:
 
     - ``exclude`` (the paper's equation): the positions of the *other* images only,
-      ``[N, (N - 1) * L]`` in image-major order (j ascending, j != i, then p).
-    - ``masked_constant``: cortex_DIM's ``nce_loss``: all ``N * L`` positions of the batch,
+      ``[N, (M - 1) * L]`` in image-major order (j ascending, j != its image, then p).
+    - ``masked_constant``: cortex_DIM's ``nce_loss``: all ``M * L`` positions of the batch,
       with the L same-image entries replaced by the constant ``masked_score`` (-10 there).
-      They stay in every candidate set (InfoNCE sees 1 + N*L candidates, each masked entry
+      They stay in every candidate set (InfoNCE sees 1 + M*L candidates, each masked entry
       adds e^-10 to its denominator) but carry no gradient.
     """
-    if scores.dim() != 3 or scores.shape[0] != scores.shape[1]:
-        raise ValueError(f"local scores must be [N, N, L], got shape {tuple(scores.shape)}")
-    n, _, positions = scores.shape
-    if n < 2:
+    if scores.dim() != 3 or scores.shape[1] % max(scores.shape[0], 1) or offset + scores.shape[0] > scores.shape[1]:
+        raise ValueError(f"local scores must be [N, N, L] (or [N, M, L] with the N images at columns offset.. of "
+                         f"M, a multiple of N), got shape {tuple(scores.shape)} with offset {offset}")
+    n, m, positions = scores.shape
+    if m < 2:
         raise ValueError("local DIM needs a batch of at least 2 images (negatives come from other images)")
-    same = torch.eye(n, dtype=torch.bool, device=scores.device)
-    positive = scores[same]  # [N, L], row i = scores[i, i, :]
+    same = same_sample(n, m, offset, scores.device)
+    positive = scores[same]  # [N, L], row i = scores[i, offset + i, :]
     if same_image == "exclude":
-        negative = scores[~same].reshape(n, (n - 1) * positions)  # row-major: rows stay intact
+        negative = scores[~same].reshape(n, (m - 1) * positions)  # row-major: rows stay intact
     elif same_image == "masked_constant":
-        negative = scores.masked_fill(same.unsqueeze(-1), masked_score).reshape(n, n * positions)
+        negative = scores.masked_fill(same.unsqueeze(-1), masked_score).reshape(n, m * positions)
     else:
         raise ValueError(f"same_image must be 'exclude' or 'masked_constant', got {same_image!r}")
     return Scores(positive, negative)
@@ -171,15 +192,16 @@ class DeepInfoMax(Objective):
             raise ValueError("DIM needs an encoder that returns a local feature map")
         loss = code.new_zeros(())
         logs: dict[str, Tensor | float] = {}
+        offset = distributed.rank() * code.shape[0]  # this process's first row in the global batch
         if self.global_critic is not None:
-            matrix = self.global_critic.similarity(code, local.flatten(1))  # [N, N]
-            same = torch.eye(code.shape[0], dtype=torch.bool, device=code.device)
+            matrix = score_global_batch(self.global_critic, code, local.flatten(1))  # [N, M], M = W * N
+            same = same_sample(code.shape[0], matrix.shape[1], offset, code.device)
             estimate = self.global_estimator(Scores.from_matrix(matrix, same))
             loss = loss + self.alpha * estimate.loss
             logs["mi_global"] = estimate.mi
         if self.local_critic is not None:
-            scores = score_local_map(self.local_critic, code, local)  # [N, N, H*W]
-            estimate = self.estimator(local_scores(scores, self.same_image, self.masked_score))
+            scores = score_local_map(self.local_critic, code, local, gather=True)  # [N, M, H*W]
+            estimate = self.estimator(local_scores(scores, self.same_image, self.masked_score, offset))
             loss = loss + self.beta * estimate.loss
             logs["mi_local"] = estimate.mi
         logs["mi"] = logs["mi_local"] if "mi_local" in logs else logs["mi_global"]

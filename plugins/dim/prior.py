@@ -12,6 +12,10 @@ detached so that it never produces gradients for D::
 
 The gradient penalty is cortex_DIM's: ``penalty * mean_i ||grad_z D(z_i)||^2``, averaged
 over prior and code inputs (Mescheder et al. 2018).
+
+Under torch.distributed the discriminator's step sees the global batch: the codes of every
+process are gathered and the prior samples are drawn on rank 0 and broadcast, so every
+process takes the same step and the discriminators stay identical (DDP does not touch them).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from selfsup import distributed
 from selfsup.interfaces import PriorMatcher
 
 
@@ -133,12 +138,17 @@ class AdversarialPrior(PriorMatcher):
 
     # ------------------------------------------------------------------ the game
     def discriminator_step(self, codes: Tensor) -> dict[str, float]:
-        """One Adam step of D on detached codes ``[N, D]`` against as many prior samples."""
+        """One Adam step of D on detached codes ``[N, D]`` against as many prior samples.
+
+        Under torch.distributed: on the codes of every process ``[W*N, D]`` and ``W*N`` prior
+        samples drawn on rank 0, the same step on every process.
+        """
         self._ready()
         assert self.optimizer is not None
         with torch.enable_grad(), torch.autocast(codes.device.type, enabled=False):
-            fake = self.squash_codes(codes.detach().float())
-            loss, logs = self.discriminator_loss(self.sample_prior(fake.shape[0], fake), fake)
+            fake = self.squash_codes(distributed.gather(codes.detach().float()))  # [W*N, D]
+            prior_samples = distributed.broadcast_from_main(self.sample_prior(fake.shape[0], fake))
+            loss, logs = self.discriminator_loss(prior_samples, fake)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

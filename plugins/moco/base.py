@@ -76,9 +76,17 @@ class MomentumContrast(Objective):
     @torch.no_grad()
     def _key(self, x: Tensor) -> Tensor:
         """Views ``[N, C, H, W]`` -> L2-normalised momentum keys ``[N, E]`` (shuffle-BN where it applies)."""
-        shuffle = self.shuffle_bn and (distributed.world_size() > 1 or self.split_bn > 1)
+        shuffle = self.shuffle_bn and self._batch_norm_sees_chunks()
         with phase("key_encoder"):
             return F.normalize(encode_keys(self._key_net, x, shuffle), dim=1)
+
+    def _batch_norm_sees_chunks(self) -> bool:
+        """Whether the key network's batch norm sees more than one chunk of the global batch:
+        several processes, ``split_bn`` > 1, or SplitBatchNorm layers put in from outside
+        (the one-process reference of the distributed conformance check)."""
+        return (distributed.world_size() > 1 or self.split_bn > 1
+                or distributed.batch_norm_splits(self.key_encoder) > 1
+                or distributed.batch_norm_splits(self.key_projector) > 1)
 
     def _contrast(self, query: Tensor, key: Tensor, index: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
         """Queries and their positive keys ``[N, E]`` against the sampler's negatives -> (loss, logs)."""

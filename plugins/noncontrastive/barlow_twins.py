@@ -1,4 +1,9 @@
-"""Barlow Twins (Zbontar et al. 2021): make the cross-correlation of the two views' embeddings the identity."""
+"""Barlow Twins (Zbontar et al. 2021): make the cross-correlation of the two views' embeddings the identity.
+
+Under torch.distributed the cross-correlation is that of the global batch: every process
+gathers the embeddings of all processes (gradients flow back to its own rows) and computes
+the same loss, which with DDP's gradient averaging is the one-process loss on the whole batch.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from selfsup import distributed
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim
@@ -57,6 +63,10 @@ class BarlowTwins(TwoViewObjective):
     lambda_offdiag: weight of the redundancy-reduction (off-diagonal) term.
     projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
         (``{name: mlp, ...}`` in a pipeline, or a ready ``nn.Module`` in Python).
+    sync_bn: the default projector's batch norms use the statistics of the global batch
+        under torch.distributed (as the paper's code, with SyncBatchNorm); no effect in one process.
+
+    The batch standardisation and the cross-correlation always use the global batch.
     """
 
     def __init__(
@@ -67,19 +77,21 @@ class BarlowTwins(TwoViewObjective):
         projector_layers: int = 3,
         projector: Head | nn.Module | None = None,
         lambda_offdiag: float = 0.0051,
+        sync_bn: bool = False,
     ) -> None:
         super().__init__(encoder)
         check_embedding_dim(embedding_dim)
         if lambda_offdiag < 0:
             raise ValueError(f"lambda_offdiag must be >= 0, got {lambda_offdiag}")
         self.projector, _ = build_head(projector, encoder.out_dim, MLPHead(
-            embedding_dim, projector_hidden_dim, projector_layers, batch_norm=True))
+            embedding_dim, projector_hidden_dim, projector_layers, batch_norm=True, sync_bn=sync_bn))
         self.lambda_offdiag = float(lambda_offdiag)
 
     def forward(self, batch: Batch) -> StepOutput:
         view1, view2 = self.two_views(batch)
         z1 = self.projector(self.encoder(view1).global_)  # [N, E]
         z2 = self.projector(self.encoder(view2).global_)
+        z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)  # [W*N, E]: the global batch
         terms = barlow_twins_loss(z1, z2, self.lambda_offdiag)
         return StepOutput(loss=terms.loss, logs={"on_diagonal": terms.on_diagonal.detach(),
                                                  "off_diagonal": terms.off_diagonal.detach()})

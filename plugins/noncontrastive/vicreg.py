@@ -1,4 +1,9 @@
-"""VICReg (Bardes, Ponce & LeCun 2022): variance-invariance-covariance regularisation."""
+"""VICReg (Bardes, Ponce & LeCun 2022): variance-invariance-covariance regularisation.
+
+Under torch.distributed every term is computed on the global batch: every process gathers
+the embeddings of all processes (gradients flow back to its own rows) and computes the same
+loss, which with DDP's gradient averaging is the one-process loss on the whole batch.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from selfsup import distributed
 from selfsup.interfaces import Batch, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim
@@ -74,6 +80,10 @@ class VICReg(TwoViewObjective):
     images (the paper uses 8192).
     projector: a head replacing the default built from ``embedding_dim`` / ``projector_*``
         (``{name: mlp, ...}`` in a pipeline, or a ready ``nn.Module`` in Python).
+    sync_bn: the default projector's batch norms use the statistics of the global batch
+        under torch.distributed (as the paper's code, with SyncBatchNorm); no effect in one process.
+
+    The variance, covariance and invariance terms always use the global batch.
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class VICReg(TwoViewObjective):
         variance_weight: float = 25.0,
         covariance_weight: float = 1.0,
         eps: float = 1e-4,
+        sync_bn: bool = False,
     ) -> None:
         super().__init__(encoder)
         check_embedding_dim(embedding_dim)
@@ -97,7 +108,7 @@ class VICReg(TwoViewObjective):
         if not eps > 0:
             raise ValueError(f"eps must be > 0, got {eps}")
         self.projector, _ = build_head(projector, encoder.out_dim, MLPHead(
-            embedding_dim, projector_hidden_dim, projector_layers, batch_norm=True))
+            embedding_dim, projector_hidden_dim, projector_layers, batch_norm=True, sync_bn=sync_bn))
         self.weights = (float(invariance_weight), float(variance_weight), float(covariance_weight))
         self.eps = float(eps)
 
@@ -105,6 +116,7 @@ class VICReg(TwoViewObjective):
         view1, view2 = self.two_views(batch)
         z1 = self.projector(self.encoder(view1).global_)  # [N, E]
         z2 = self.projector(self.encoder(view2).global_)
+        z1, z2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)  # [W*N, E]: the global batch
         terms = vicreg_loss(z1, z2, *self.weights, eps=self.eps)
         return StepOutput(loss=terms.loss, logs={"invariance": terms.invariance.detach(),
                                                  "variance": terms.variance.detach(),

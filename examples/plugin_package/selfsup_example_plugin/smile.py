@@ -16,23 +16,28 @@ loss always has the value -I_SMILE, and its gradient is that of:
 
 On digits instance discrimination (``pipeline.yaml``) ``dv`` learns the best features of the
 three; clipped hard negatives (``smile``) and the JS gradient learn worse ones.
+
+The log-mean-exp runs over every negative of the batch at once, so under torch.distributed
+it runs over the negatives of every process (:func:`selfsup.distributed.log_mean_exp`): one
+step on several processes is then the step one process takes on the global batch, which
+``selfsup plugins check`` verifies.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from selfsup import distributed
 from selfsup.interfaces import Estimate, MIEstimator, Scores
 
 
 def log_mean_exp(x: Tensor) -> Tensor:
-    """``log(mean(exp(x)))`` over every element of ``x``, without overflow."""
-    return torch.logsumexp(x.reshape(-1), 0) - math.log(x.numel())
+    """``log(mean(exp(x)))`` over every element of ``x``, without overflow; under
+    torch.distributed over the elements of every process (the global batch's negatives)."""
+    return distributed.log_mean_exp(x)
 
 
 def clipped_dv(positive: Tensor, negative: Tensor, clip: float | None) -> Tensor:

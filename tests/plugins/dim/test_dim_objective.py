@@ -63,6 +63,20 @@ def test_local_scores_masked_constant_keeps_same_image_slots():
     assert s.num_candidates == 1 + 2 * 2
 
 
+def test_local_scores_of_the_second_process_rows_against_the_global_batch():
+    # rank 1 of 2 holds images 2, 3 of 4: its rows are u[i, j, p] for i in {2, 3}, j in 0..3
+    u = torch.arange(16.0).view(2, 4, 2)
+    s = local_scores(u, "exclude", offset=2)
+    assert s.positive.tolist() == [[4.0, 5.0], [14.0, 15.0]]  # u[0, 2, :] and u[1, 3, :]
+    assert s.negative.tolist() == [[0.0, 1.0, 2.0, 3.0, 6.0, 7.0], [8.0, 9.0, 10.0, 11.0, 12.0, 13.0]]
+    masked = local_scores(u, "masked_constant", masked_score=-10.0, offset=2)
+    assert masked.negative[0].tolist() == [0.0, 1.0, 2.0, 3.0, -10.0, -10.0, 6.0, 7.0]
+    whole = local_scores(torch.cat([u + 100.0, u]))  # one process on all 4 (rank 1's rows last): the same rows
+    assert whole.positive[2:].tolist() == s.positive.tolist() and whole.negative[2:].tolist() == s.negative.tolist()
+    with pytest.raises(ValueError, match="offset 3"):
+        local_scores(u, offset=3)  # rows 3, 4 of 4 images
+
+
 def test_local_scores_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 2 images"):
         local_scores(torch.zeros(1, 1, 3))
