@@ -150,7 +150,9 @@ class MonitorConfig:
     turns the monitor off. Measured at the first logging step and then at the first logging
     step at least ``every`` steps after the previous measurement. ``collapse_std`` /
     ``collapse_rank``: warn (and with ``stop_on_collapse`` stop) when the ``embedding_std`` /
-    ``effective_rank`` diagnostic falls below them.
+    ``effective_rank`` diagnostic falls below them. ``collapse_below`` / ``collapse_above``:
+    the same for any configured diagnostic, ``{name: threshold}`` (e.g. DINO's uniform
+    collapse: ``collapse_above: {softmax_entropy: 0.999}``).
     """
 
     diagnostics: list[Union[str, Node]] = dataclasses.field(default_factory=list)
@@ -162,6 +164,8 @@ class MonitorConfig:
     source: Literal["embed", "project"] = "embed"
     collapse_std: float | None = None
     collapse_rank: float | None = None
+    collapse_below: dict[str, float] = dataclasses.field(default_factory=dict)
+    collapse_above: dict[str, float] = dataclasses.field(default_factory=dict)
     #: Measurements before this step are logged but not checked: a randomly initialised
     #: network, and BatchNorm running statistics that have not caught up, look collapsed.
     warmup_steps: int = bounded(0, minimum=0)

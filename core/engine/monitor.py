@@ -36,17 +36,20 @@ RANK_METRIC = "effective_rank"
 
 @dataclass
 class CollapseEvent:
-    """The first measurement that fell below a collapse threshold."""
+    """The first measurement that crossed a collapse threshold: ``key`` is its monitor
+    setting (``collapse_std``, ``collapse_rank``, ``collapse_below.<name>``, ``collapse_above.<name>``)."""
 
     step: int
     metric: str
     value: float
     threshold: float
+    key: str = ""
 
     def message(self, dim: int | None = None) -> str:
-        key = "collapse_std" if self.metric == STD_METRIC else "collapse_rank"
+        key = self.key or ("collapse_std" if self.metric == STD_METRIC else "collapse_rank")
+        sign = ">" if key.startswith("collapse_above") else "<"
         text = (f"collapse detected at step {self.step}: {self.metric} {self.value:.4g} "
-                f"< monitor.{key} {self.threshold:g}")
+                f"{sign} monitor.{key} {self.threshold:g}")
         if self.metric == STD_METRIC and dim:
             text += f" (spread-out embeddings of width {dim} sit near 1/sqrt({dim}) = {1 / math.sqrt(dim):.3g})"
         return text
@@ -87,8 +90,28 @@ def _check_settings(cfg: MonitorConfig, names: list[str]) -> None:
                 f"monitor.{key}: compares the {metric!r} diagnostic, which is not in monitor.diagnostics "
                 f"({', '.join(names) or 'empty'}); add it or set monitor.{key}: null."
             )
-    if cfg.stop_on_collapse and cfg.collapse_std is None and cfg.collapse_rank is None:
-        raise ConfigError("monitor.stop_on_collapse: set monitor.collapse_std or monitor.collapse_rank too.")
+    for key in ("collapse_below", "collapse_above"):
+        for metric, threshold in getattr(cfg, key).items():
+            if metric not in names:
+                raise ConfigError(
+                    f"monitor.{key}.{metric}: {metric!r} is not in monitor.diagnostics "
+                    f"({', '.join(names) or 'empty'}); add it there or remove the threshold."
+                )
+            if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+                raise ConfigError(f"monitor.{key}.{metric}: expected a finite number, got {threshold!r}.")
+    if cfg.stop_on_collapse and not thresholds(cfg):
+        raise ConfigError("monitor.stop_on_collapse: set a threshold too (monitor.collapse_std, collapse_rank, "
+                          "collapse_below or collapse_above).")
+
+
+def thresholds(cfg: MonitorConfig) -> list[tuple[str, str, float, bool]]:
+    """Every configured threshold as ``(setting key, diagnostic, threshold, collapses_above)``."""
+    out = [(key, metric, float(getattr(cfg, key)), False)
+           for key, metric in (("collapse_std", STD_METRIC), ("collapse_rank", RANK_METRIC))
+           if getattr(cfg, key) is not None]
+    out += [(f"collapse_below.{m}", m, float(t), False) for m, t in cfg.collapse_below.items()]
+    out += [(f"collapse_above.{m}", m, float(t), True) for m, t in cfg.collapse_above.items()]
+    return out
 
 
 class Monitor:
@@ -123,7 +146,9 @@ class Monitor:
         if transform is not None and isinstance(self.inputs, Tensor):
             with torch.no_grad():
                 generator = torch.Generator(device).manual_seed(seed + 7920)
-                self.views = [v.detach() for v in transform(self.inputs, 2, generator)]
+                # two views at the image size: a multi-crop transform makes its global crops first
+                count = max(2, int(getattr(transform, "global_crops", 2) or 2))
+                self.views = [v.detach() for v in transform(self.inputs, count, generator)[:2]]
         for name, diagnostic in self.diagnostics.items():
             if getattr(diagnostic, "needs_views", False) and not self.views:
                 raise ConfigError(
@@ -197,9 +222,10 @@ class Monitor:
     def _check(self, values: dict[str, float], step: int, stop: Callable[[], None] | None) -> None:
         if self.collapse is not None or step < self.cfg.warmup_steps:
             return
-        for metric, threshold in ((STD_METRIC, self.cfg.collapse_std), (RANK_METRIC, self.cfg.collapse_rank)):
-            if threshold is not None and values.get(metric, math.inf) < threshold:
-                self.collapse = CollapseEvent(step, metric, values[metric], threshold)
+        for key, metric, threshold, above in thresholds(self.cfg):
+            value = values.get(metric)
+            if value is not None and (value > threshold if above else value < threshold):
+                self.collapse = CollapseEvent(step, metric, value, threshold, key)
                 break
         if self.collapse is None:
             return
@@ -232,7 +258,7 @@ class Monitor:
             "step": step,
             "values": dict(self.last_values),
             "collapse": dataclasses.asdict(self.collapse) if self.collapse else None,
-            "thresholds": {"collapse_std": self.cfg.collapse_std, "collapse_rank": self.cfg.collapse_rank},
+            "thresholds": {key: threshold for key, _, threshold, _ in thresholds(self.cfg)},
         }
 
     def state_dict(self) -> dict[str, Any]:

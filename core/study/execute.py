@@ -47,6 +47,8 @@ class RunRecord:
     linear: float | None = None
     effective_rank: float | None = None
     embedding_std: float | None = None
+    alignment: float | None = None
+    uniformity: float | None = None
     collapsed: bool | None = None
     collapse_step: int | None = None
     steps: int | None = None
@@ -108,6 +110,8 @@ def _monitor_fields(monitor: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "effective_rank": values.get("effective_rank"),
         "embedding_std": values.get("embedding_std"),
+        "alignment": values.get("alignment"),
+        "uniformity": values.get("uniformity"),
         "collapsed": bool(collapse) if monitor else None,
         "collapse_step": collapse.get("step") if collapse else None,
     }

@@ -31,8 +31,8 @@ CSV_NAME = "study.csv"
 MARKDOWN_NAME = "study.md"
 PLOT_NAME = "study.png"
 CSV_COLUMNS = ("variant", "seed", "status", "knn_init", "linear_init", "knn", "linear", "effective_rank",
-               "embedding_std", "collapsed", "collapse_step", "steps", "images_per_s", "train_seconds",
-               "wall_seconds", "overrides", "run_dir")
+               "embedding_std", "alignment", "uniformity", "collapsed", "collapse_step", "steps", "images_per_s",
+               "train_seconds", "wall_seconds", "overrides", "run_dir")
 METRIC_LABELS = {"knn_acc": "kNN accuracy (%)", "linear_acc": "linear-probe accuracy (%)"}
 
 
@@ -104,6 +104,8 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, Callable[[float], str]], ...] = (
     ("linear %", "linear", _percent),
     ("eff. rank", "effective_rank", lambda x: f"{x:.2f}"),
     ("emb. std", "embedding_std", lambda x: f"{x:.4f}"),
+    ("align.", "alignment", lambda x: f"{x:.3f}"),
+    ("unif.", "uniformity", lambda x: f"{x:.3f}"),
     ("steps", "steps", lambda x: f"{x:.0f}"),
     ("img/s", "images_per_s", lambda x: f"{x:.0f}"),
     ("train min", "train_seconds", lambda x: f"{x / 60:.2f}"),

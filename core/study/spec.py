@@ -122,6 +122,15 @@ def format_value(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+def label_value(value: Any) -> str:
+    """A grid value as it appears in a variant's name: a part's mapping ``{name: rbf,
+    bandwidth: 8.0}`` reads ``rbf(bandwidth=8.0)``; anything else as in its override."""
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        params = ",".join(f"{k}={format_value(v)}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({params})" if params else value["name"]
+    return format_value(value)
+
+
 def slug(name: str, limit: int = 60) -> str:
     """A file-name-safe form of a variant name (``a/b=c`` -> ``a_b-c``), at most ``limit`` characters."""
     text = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.replace("=", "-")).strip("._-") or "variant"
@@ -248,8 +257,8 @@ def expand(variants: list[Variant] | None, grid: list[tuple[str, list[Any]]] | N
     keys = [k for k, _ in grid]
     points = []
     for combo in itertools.product(*(values for _, values in grid)):
-        pairs = [f"{k}={format_value(v)}" for k, v in zip(keys, combo)]
-        points.append((",".join(pairs), tuple(pairs)))
+        overrides = tuple(f"{k}={format_value(v)}" for k, v in zip(keys, combo))
+        points.append((",".join(f"{k}={label_value(v)}" for k, v in zip(keys, combo)), overrides))
     if not variants:
         return [Variant(name, overrides) for name, overrides in points]
     return [Variant(f"{v.name}/{name}", v.overrides + overrides, v.pipeline) for v in variants

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from selfsup.registry import Registry
 
-from .measures import Alignment, EffectiveRank, EmbeddingStd, KnnAccuracy, Uniformity
+from .measures import Alignment, EffectiveRank, EmbeddingStd, KnnAccuracy, SoftmaxEntropy, Uniformity
 
 
 def register(registry: Registry) -> None:
@@ -20,4 +20,5 @@ def register(registry: Registry) -> None:
     registry.register("diagnostic", "effective_rank", EffectiveRank)
     registry.register("diagnostic", "alignment", Alignment)
     registry.register("diagnostic", "uniformity", Uniformity)
+    registry.register("diagnostic", "softmax_entropy", SoftmaxEntropy)
     registry.register("diagnostic", "knn_accuracy", KnnAccuracy)

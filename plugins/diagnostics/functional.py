@@ -85,6 +85,23 @@ def uniformity(embeddings: Tensor, t: float = 2.0) -> Tensor:
     return log_mean.to(z.dtype)
 
 
+def softmax_entropy(logits: Tensor, temperature: float = 0.1) -> Tensor:
+    """Mean entropy of ``softmax(logits / temperature)`` per row, divided by ``log K``.
+
+    logits ``[N, K]`` (K >= 2; e.g. DINO's prototype scores) -> scalar in ``[0, 1]``: 1 when
+    every row is the uniform distribution (DINO's collapse without sharpening), 0 when every
+    row is one-hot.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z = _check_embeddings("logits", logits)
+    if z.shape[1] < 2:
+        raise ValueError(f"softmax_entropy needs at least 2 columns (classes or prototypes), got {z.shape[1]}")
+    log_p = torch.log_softmax(z.double() / temperature, dim=1)
+    entropy = -(log_p.exp() * log_p).sum(1).mean()
+    return (entropy / math.log(z.shape[1])).to(z.dtype)
+
+
 def knn_leave_one_out(
     embeddings: Tensor, labels: Tensor, k: int = 20, temperature: float = 0.1
 ) -> Tensor:

@@ -55,6 +55,23 @@ class Uniformity(Diagnostic):
         return float(functional.uniformity(probe.embeddings, self.t))
 
 
+class SoftmaxEntropy(Diagnostic):
+    """Mean entropy of ``softmax(z / temperature)`` over the probe, divided by ``log K``: 1 uniform, 0 one-hot.
+
+    For heads whose output is a distribution (DINO's prototype logits, with ``monitor.source:
+    project``); temperature: the one the loss applies (DINO's student: 0.1). DINO's collapse
+    without sharpening drives it to 1: flag it with ``collapse_above: {softmax_entropy: 0.999}``.
+    """
+
+    def __init__(self, temperature: float = 0.1) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def __call__(self, probe: ProbeEmbeddings) -> float:
+        return float(functional.softmax_entropy(probe.embeddings, self.temperature))
+
+
 class KnnAccuracy(Diagnostic):
     """Leave-one-out kNN accuracy of the representation inside the labelled probe batch.
 

@@ -18,21 +18,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.parametrizations import weight_norm
 
 from selfsup import distributed
-from selfsup.interfaces import Batch, Encoder, Objective, StepOutput
+from selfsup.interfaces import Batch, Critic, Encoder, Objective, StepOutput
 
+from ..common.critics import CosineCritic
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
 from .base import PredictionLoss
 
 
 class DINOHead(nn.Module):
-    """MLP ``in_dim -> hidden -> ... -> bottleneck``, L2-normalised, then a weight-normalised
-    linear layer to ``out_dim`` prototypes whose norm is fixed at 1 (``[N, in_dim] -> [N, out_dim]``)."""
+    """MLP ``in_dim -> hidden -> ... -> bottleneck``, then the scores of the bottleneck output
+    against ``out_dim`` learned prototypes ``[K, bottleneck]`` under a similarity (any critic's
+    matrix form): ``[N, in_dim] -> [N, out_dim]``.
+
+    With the default cosine (T = 1) this is the paper's head: an L2-normalised bottleneck and
+    a weight-normalised last layer whose norm is fixed at 1, so the logits are cosines in
+    [-1, 1]. Other similarities score the raw bottleneck vectors against the raw prototypes
+    (``dot``: ``z . w``; ``neg_sq_euclidean``: ``-|z - w|^2``; ...).
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 512, bottleneck_dim: int = 64,
-                 layers: int = 3) -> None:
+                 layers: int = 3, similarity: Critic | None = None) -> None:
         super().__init__()
         if min(out_dim, hidden_dim, bottleneck_dim) <= 0 or layers < 1:
             raise ValueError(f"out_dim, hidden_dim and bottleneck_dim must be positive and layers >= 1, got "
@@ -44,12 +51,11 @@ class DINOHead(nn.Module):
             width = hidden_dim
         blocks.append(nn.Linear(width, bottleneck_dim))
         self.mlp = nn.Sequential(*blocks)
-        self.last = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
-        self.last.parametrizations.weight.original0.data.fill_(1.0)  # the prototypes' norm g = 1 ...
-        self.last.parametrizations.weight.original0.requires_grad_(False)  # ... and kept there
+        self.prototypes = nn.Parameter(nn.Linear(bottleneck_dim, out_dim, bias=False).weight.detach().clone())
+        self.similarity = similarity if similarity is not None else CosineCritic(temperature=1.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.last(F.normalize(self.mlp(x), dim=-1))  # [N, out_dim]
+        return self.similarity.similarity(self.mlp(x), self.prototypes)  # [N, out_dim]
 
 
 def teacher_probabilities(logits: Tensor, center: Tensor | None, temperature: float) -> Tensor:
@@ -84,6 +90,9 @@ class DINO(Objective):
     from ``momentum`` to 1 on a cosine schedule. ``global_views`` of the views are the global
     crops (the teacher's; with ``multi_crop`` its first ``global_crops``), ``local_views`` more
     go to the student only. centering / sharpening: the two switches whose removal collapses.
+    similarity: how the head scores its bottleneck output against the prototypes (any critic;
+    default cosine with T = 1, the paper's normalised head); the teacher's head is a momentum
+    copy, so a learned similarity (bilinear, separable) is averaged into the teacher too.
     """
 
     def __init__(
@@ -103,6 +112,7 @@ class DINO(Objective):
         local_views: int = 0,
         centering: bool = True,
         sharpening: bool = True,
+        similarity: Critic | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("student_temperature", student_temperature), ("teacher_temperature", teacher_temperature),
@@ -118,7 +128,7 @@ class DINO(Objective):
         if teacher_warmup_steps < 0:
             raise ValueError(f"teacher_warmup_steps must be >= 0, got {teacher_warmup_steps}")
         self.encoder = encoder
-        self.head = DINOHead(encoder.out_dim, out_dim, hidden_dim, bottleneck_dim, head_layers)
+        self.head = DINOHead(encoder.out_dim, out_dim, hidden_dim, bottleneck_dim, head_layers, similarity)
         self.teacher_encoder = frozen_copy(encoder)
         self.teacher_head = frozen_copy(self.head)
         self.num_views = global_views + local_views  # what the trainer asks the transform for

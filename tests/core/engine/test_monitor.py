@@ -1,6 +1,7 @@
 """The collapse monitor: diagnostics in the metrics rows and metrics.json, the warning, the stop."""
 
 import json
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -56,6 +57,26 @@ def test_collapse_warns_once_naming_value_and_threshold(tmp_path, registry, caps
     assert collapse["step"] == 2 and collapse["metric"] == "embedding_std" and collapse["threshold"] == 1.0
 
 
+@pytest.mark.parametrize("setting, expected", [
+    ({"collapse_above": {"uniformity": -100.0}}, r"uniformity -?[0-9.]+ > monitor.collapse_above.uniformity -100"),
+    ({"collapse_below": {"uniformity": 0.5}}, r"uniformity -?[0-9.]+ < monitor.collapse_below.uniformity 0.5"),
+])
+def test_thresholds_on_any_diagnostic_flag_collapse(tmp_path, registry, setting, expected):
+    # uniformity lies in [-4t, 0]: always above -100 and below 0.5, so the first check flags it
+    trainer = build_trainer(OmegaConf.create(monitored(tmp_path, **setting)), registry, run_dir=tmp_path / "run")
+    events = RecordingCallback()
+    trainer.add_callback(events).fit()
+    assert len(events.messages["warning"]) == 1
+    assert re.search("collapse detected at step 2: " + expected, events.messages["warning"][0])
+    summary = trainer.monitor.summary(trainer.objective, trainer.global_step)
+    assert summary["collapse"]["key"] == next(f"{k}.uniformity" for k in setting)
+    # a threshold the values never cross: no collapse
+    quiet = build_trainer(OmegaConf.create(monitored(tmp_path / "q", collapse_above={"uniformity": 0.5})), registry,
+                          run_dir=tmp_path / "quiet")
+    quiet.fit()
+    assert quiet.monitor.collapse is None
+
+
 def test_warmup_steps_are_measured_but_not_checked(tmp_path, registry):
     trainer = build_trainer(OmegaConf.create(monitored(tmp_path, collapse_std=1.0, warmup_steps=3)), registry,
                             run_dir=tmp_path / "run")
@@ -104,6 +125,10 @@ def test_python_callables_can_be_diagnostics(tmp_path, registry):
     ({"diagnostics": [{"name": "uniformity", "t": -1.0}]}, r"monitor.diagnostics.0: .*t must be > 0"),
     ({"diagnostics": ["uniformity"], "stop_on_collapse": True}, r"monitor.stop_on_collapse"),
     ({"diagnostics": ["uniformity"], "evry": 3}, r"monitor.evry: .*Did you mean 'every'"),
+    ({"diagnostics": ["uniformity"], "collapse_above": {"alignment": 1.0}},
+     r"monitor.collapse_above.alignment: 'alignment' is not in monitor.diagnostics"),
+    ({"diagnostics": ["uniformity"], "collapse_below": {"uniformity": "low"}},
+     r"monitor.collapse_below.uniformity: expected a finite number"),
 ])
 def test_monitor_mistakes_are_config_errors(tmp_path, registry, monitor, message):
     cfg = tiny_pipeline(tmp_path)

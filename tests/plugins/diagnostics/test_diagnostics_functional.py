@@ -119,3 +119,17 @@ def test_knn_leave_one_out_by_hand():
 def test_bad_shapes_are_rejected(bad):
     with pytest.raises(ValueError):
         embedding_std(bad)
+
+
+def test_softmax_entropy_by_hand_uniform_and_one_hot():
+    from selfsup.plugins.diagnostics.functional import softmax_entropy
+
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0], [math.log(3.0), 0.0, 0.0, 0.0]])
+    # row 1: uniform over 4 -> log 4; row 2: p = (1/2, 1/6, 1/6, 1/6) at T = 1
+    row2 = -(0.5 * math.log(0.5) + 3 * (1 / 6) * math.log(1 / 6))
+    expected = (math.log(4) + row2) / 2 / math.log(4)
+    assert softmax_entropy(logits, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)
+    assert softmax_entropy(torch.zeros(5, 8)).item() == pytest.approx(1.0)  # uniform: 1
+    assert softmax_entropy(torch.eye(6) * 100.0, temperature=0.1).item() == pytest.approx(0.0, abs=1e-6)  # one-hot
+    with pytest.raises(ValueError, match="at least 2 columns"):
+        softmax_entropy(torch.zeros(3, 1))

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from support import tiny_pipeline
 
 from selfsup.engine import build_trainer
+from selfsup.errors import CollapseDetected
 from selfsup.interfaces import Batch
 from selfsup.plugins.encoders.conv import SmallConvNet
 from selfsup.plugins.noncontrastive.dino import DINO, dino_loss, teacher_probabilities
@@ -101,3 +102,25 @@ def test_dino_on_digits_beats_random_init(tmp_path, registry):
     cfg["eval"] = {"linear_probe": False, "plots": False}
     result = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run").fit()
     assert result.after["knn_acc"] > result.before["knn_acc"] + 0.05, (result.before, result.after)
+
+
+@pytest.mark.slow
+def test_monitor_flags_dino_without_centering_or_sharpening_and_not_dino(tmp_path, registry):
+    """examples/dino_digits.yaml's monitor, up to 200 steps: no centering -> one distribution for every
+    image (the logits' rank falls below 3); no sharpening -> the uniform distribution (normalised
+    entropy above 0.999); the published recipe -> neither."""
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[3] / "examples" / "dino_digits.yaml"))
+    cfg["trainer"].update(progress=False, out_dir=str(tmp_path), loggers=[], epochs=None, max_steps=200, log_every=10,
+                          eval_before=False, eval_after=False)
+    cfg["monitor"].update(every=10, stop_on_collapse=True)  # a broken variant stops where it is flagged
+    flagged = {}
+    for variant, switch in (("dino", {}), ("no_centering", {"centering": False}), ("no_sharpening", {"sharpening": False})):
+        run = OmegaConf.create({**cfg, "objective": {**cfg["objective"], **switch}})
+        trainer = build_trainer(run, registry, run_dir=tmp_path / variant)
+        try:
+            trainer.fit()
+        except CollapseDetected:
+            assert trainer.global_step < 200
+        flagged[variant] = trainer.monitor.collapse.key if trainer.monitor.collapse else None
+    assert flagged == {"dino": None, "no_centering": "collapse_rank",
+                       "no_sharpening": "collapse_above.softmax_entropy"}, flagged
