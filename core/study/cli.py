@@ -89,6 +89,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return 0
     outcome = run_study(spec, out_dir, jobs=args.jobs, on_event=print_event)
     print(f"table: {outcome.report['markdown']}\ncsv:   {outcome.report['csv']}\nplot:  {outcome.report['plot']}")
+    if "heatmap" in outcome.report:
+        print(f"heatmap: {outcome.report['heatmap']}")
     if outcome.interrupted:
         print(f"interrupted: {outcome.finished} of {len(outcome.runs)} run(s) finished. Run the same command "
               "again to resume.")

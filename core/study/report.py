@@ -6,6 +6,8 @@
 - ``study.png``: left, the final metric per variant (mean over seeds, error bars ± std);
   right, kNN accuracy against minutes of training of every run that has a curve (two points
   or more: ``eval.every_minutes`` / ``eval.every_epochs``), one colour per variant.
+- ``study_heatmap.png`` (variants and a grid both): variants x grid points coloured by the
+  metric, ``C`` where the monitor flagged collapse; ``study.md`` gets the same as a table.
 
 Every file is written to a temporary name and renamed, so a reader never sees half of one.
 """
@@ -30,6 +32,7 @@ from .spec import StudySpec, join_overrides
 CSV_NAME = "study.csv"
 MARKDOWN_NAME = "study.md"
 PLOT_NAME = "study.png"
+HEATMAP_NAME = "study_heatmap.png"
 CSV_COLUMNS = ("variant", "seed", "status", "knn_init", "linear_init", "knn", "linear", "effective_rank",
                "embedding_std", "alignment", "uniformity", "collapsed", "collapse_step", "steps", "images_per_s",
                "train_seconds", "wall_seconds", "overrides", "run_dir")
@@ -150,6 +153,36 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def column_label(spec: StudySpec, column: str) -> str:
+    """A grid point's name without its key when the grid has one key (``k=rbf(...)`` -> ``rbf(...)``)."""
+    if len(spec.grid_keys) == 1 and column.startswith(spec.grid_keys[0] + "="):
+        return column[len(spec.grid_keys[0]) + 1:]
+    return column
+
+
+def _pivot_cell(group: Sequence[Mapping[str, Any]], column: str) -> tuple[float | None, str]:
+    """(mean metric in %, the text of a heatmap / pivot cell: value, ``C`` if collapse was
+    flagged, or the status of runs without the metric)."""
+    values = _values(group, column)
+    if not values:
+        return None, _status_cell(group) if group else ""
+    mean = 100 * statistics.fmean(values)
+    flagged = any(r.get("collapsed") for r in group)
+    return mean, f"{mean:.1f}" + (" C" if flagged else "")
+
+
+def pivot_table(spec: StudySpec, rows: Sequence[Mapping[str, Any]]) -> str:
+    """Variants (rows) x grid points (columns): the metric's mean, ``C`` where collapse was flagged."""
+    groups = variant_groups(rows)
+    column = {"knn_acc": "knn", "linear_acc": "linear"}[spec.metric]
+    header = ["variant", *(f"`{column_label(spec, c)}`" for c in spec.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in spec.rows:
+        cells = [_pivot_cell(groups.get(f"{row}/{c}", []), column)[1] for c in spec.columns]
+        lines.append("| " + " | ".join([f"`{row}`", *cells]) + " |")
+    return "\n".join(lines)
+
+
 def write_markdown(spec: StudySpec, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     seeds = ", ".join(str(s) for s in spec.seeds)
     lines = [f"# Study `{spec.name}`", ""]
@@ -163,6 +196,9 @@ def write_markdown(spec: StudySpec, rows: Sequence[Mapping[str, Any]], path: Pat
         markdown_table(rows),
         "",
     ]
+    if spec.rows and spec.columns:
+        lines += [f"{METRIC_LABELS[spec.metric]} per variant and grid point (C: collapse flagged by the monitor):",
+                  "", pivot_table(spec, rows), ""]
     failed = [r for r in rows if r["status"] in ("diverged", "collapsed", "crashed")]
     if failed:
         lines += ["Failed runs (messages in each run folder's `result.json`):", ""]
@@ -239,12 +275,57 @@ def write_plot(spec: StudySpec, rows: Sequence[Mapping[str, Any]],
     return save_figure(figure, path)
 
 
+def _wrapped(label: str, width: int = 22) -> str:
+    """A long tick label broken after its commas."""
+    return label.replace(",", ",\n") if len(label) > width else label
+
+
+def write_heatmap(spec: StudySpec, rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """Variants x grid points coloured by the metric; ``C`` marks a flagged collapse, runs
+    without the metric (diverged, crashed) are grey with their status."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    groups = variant_groups(rows)
+    column = {"knn_acc": "knn", "linear_acc": "linear"}[spec.metric]
+    cells = [[_pivot_cell(groups.get(f"{r}/{c}", []), column) for c in spec.columns] for r in spec.rows]
+    values = [v for line in cells for v, _ in line if v is not None]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    colours = colormaps["viridis"]
+    figure = Figure(figsize=(2.0 + 1.3 * len(spec.columns), 1.2 + 0.55 * len(spec.rows)))
+    axes = figure.subplots()
+    for i, line in enumerate(cells):
+        for j, (value, text) in enumerate(line):
+            shade = 0.5 if high == low else (value - low) / (high - low) if value is not None else None
+            face = colours(shade) if shade is not None else (0.85, 0.85, 0.85, 1.0)
+            axes.add_patch(Rectangle((j, i), 1, 1, facecolor=face, edgecolor="white"))
+            ink = "white" if shade is not None and shade < 0.6 else "black"
+            axes.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=8, color=ink,
+                      fontweight="bold" if text.endswith(" C") else "normal")
+    axes.set_xlim(0, len(spec.columns))
+    axes.set_ylim(len(spec.rows), 0)
+    axes.set_xticks([j + 0.5 for j in range(len(spec.columns))],
+                    [_wrapped(column_label(spec, c)) for c in spec.columns], rotation=30, ha="right", fontsize=8)
+    axes.set_yticks([i + 0.5 for i in range(len(spec.rows))], list(spec.rows), fontsize=8)
+    if values:
+        mappable = ScalarMappable(Normalize(low, high), colours)
+        figure.colorbar(mappable, ax=axes, label=METRIC_LABELS[spec.metric], fraction=0.04)
+    axes.set_title(f"study {spec.name}: {spec.metric} (C: collapse flagged; grey: no result)", fontsize=10)
+    return save_figure(figure, path)
+
+
 def write_report(spec: StudySpec, runs: Sequence[PlannedRun], records: Mapping[str, RunRecord],
                  out_dir: Path) -> dict[str, Path]:
     """Write ``study.csv``, ``study.md`` and ``study.png`` into ``out_dir``; their paths by kind."""
     rows = study_rows(runs, records)
-    return {
+    written = {
         "csv": write_csv(rows, out_dir / CSV_NAME),
         "markdown": write_markdown(spec, rows, out_dir / MARKDOWN_NAME),
         "plot": write_plot(spec, rows, records, runs, out_dir / PLOT_NAME),
     }
+    if spec.rows and spec.columns:
+        written["heatmap"] = write_heatmap(spec, rows, out_dir / HEATMAP_NAME)
+    return written

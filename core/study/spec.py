@@ -97,6 +97,11 @@ class StudySpec:
     seeds: tuple[int, ...] = (0,)
     metric: str = "knn_acc"
     description: str = ""
+    #: With variants and a grid both: the variants' names (rows) and the grid points' names
+    #: (columns) whose crossing ``row/column`` names each expanded variant; else empty.
+    rows: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
+    grid_keys: tuple[str, ...] = ()
 
     def with_budget(self, steps: int | None = None, minutes: float | None = None) -> "StudySpec":
         """The same study with its budget replaced (``--steps`` / ``--minutes``); unchanged if both are None."""
@@ -306,6 +311,9 @@ def parse_study(node: Mapping[str, Any], path: Path) -> StudySpec:
         name=name.strip(), path=path, pipeline=pipeline_path, variants=tuple(expanded),
         overrides=_overrides(node.get("overrides"), "overrides", path), budget=_budget(node.get("budget"), path),
         seeds=_seeds(node.get("seeds"), path), metric=metric, description=description.strip(),
+        rows=tuple(v.name for v in variants) if variants and grid else (),
+        columns=tuple(v.name for v in expand(None, grid)) if variants and grid else (),
+        grid_keys=tuple(k for k, _ in grid or ()),
     )
 
 

@@ -16,7 +16,7 @@ import selfsup.study.plan as plan
 import selfsup.study.runner as runner
 from selfsup.errors import ConfigError
 from selfsup.study import RunRecord, load_study, plan_study, run_study
-from selfsup.study.report import CSV_COLUMNS, markdown_table, study_rows
+from selfsup.study.report import CSV_COLUMNS, markdown_table, study_rows, write_report
 
 STEPS = 4
 #: Every run: the final kNN (a study needs it), a small monitor probe, no plots.
@@ -207,3 +207,25 @@ def test_markdown_table_mean_and_std_over_seeds(tmp_path):
     assert lines[0] == "| variant | runs | kNN % | eff. rank | steps | collapsed |"
     assert lines[2] == "| `a` | ok 2 | 85.00 ± 7.07 | 11.00 ± 1.41 | 4 ± 0 | no |"
     assert lines[3] == "| `b` | ok 1, diverged 1 | 50.00 | 1.50 | 3 ± 1 | 1/2 (step 30) |"
+
+
+def test_variants_crossed_with_a_grid_get_a_pivot_table_and_a_heatmap(tmp_path):
+    extra = "grid:\n  objective.critic: [{name: cosine, temperature: 0.2}, {name: dot}]\n"
+    spec = load_study(make_study(tmp_path, "  - {name: a}\n  - {name: b}\n", extra=extra))
+    assert spec.rows == ("a", "b")
+    assert spec.columns == ("objective.critic=cosine(temperature=0.2)", "objective.critic=dot")
+    runs = plan_study(spec, tmp_path / "out")
+    assert [r.variant for r in runs][:2] == ["a/objective.critic=cosine(temperature=0.2)", "a/objective.critic=dot"]
+    records = {
+        runs[0].key: RunRecord("ok", knn=0.8, collapsed=False, alignment=0.5, uniformity=-2.0),
+        runs[1].key: RunRecord("ok", knn=0.5, collapsed=True, collapse_step=30),
+        runs[2].key: RunRecord("diverged", steps=3),
+    }  # runs[3]: not run yet
+    written = write_report(spec, runs, records, tmp_path / "report")
+    text = (tmp_path / "report" / "study.md").read_text()
+    assert "| variant | `cosine(temperature=0.2)` | `dot` |" in text
+    assert "| `a` | 80.0 | 50.0 C |" in text and "| `b` | diverged | pending |" in text
+    assert "| align. | unif. |" in text  # the per-variant table carries the monitor's alignment and uniformity
+    assert written["heatmap"].stat().st_size > 10_000  # a rendered PNG
+    row = read_csv(tmp_path / "report" / "study.csv")[0]
+    assert (row["alignment"], row["uniformity"]) == ("0.5", "-2")
