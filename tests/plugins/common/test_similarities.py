@@ -65,16 +65,22 @@ SIMILARITIES = {
 }
 
 
-@pytest.mark.parametrize("method", ["byol", "simsiam"])
+@pytest.mark.parametrize("method", ["byol", "simsiam", "moco_v3"])
 @pytest.mark.parametrize("similarity", list(SIMILARITIES))
-def test_every_similarity_trains_byol_and_simsiam_from_yaml(tmp_path, registry, method, similarity):
+def test_every_similarity_trains_byol_simsiam_and_moco_v3_from_yaml(tmp_path, registry, method, similarity):
+    """BYOL and SimSiam take it as ``similarity`` (aligned pairs), MoCo v3 as its ``critic``
+    (the prediction against every key of the batch)."""
     cfg = tiny_pipeline(tmp_path, trainer__max_steps=2, data__batch_size=32)
-    cfg["objective"] = {"name": method, "encoder": {"name": "small_conv", "width": 4}, "embedding_dim": 16,
-                        "similarity": SIMILARITIES[similarity]}
+    key = "critic" if method == "moco_v3" else "similarity"
+    cfg["objective"] = {"name": method, "encoder": {"name": "small_conv", "width": 4}, key: SIMILARITIES[similarity]}
+    cfg["objective"]["embedding_dim"] = 16
+    if method == "moco_v3":
+        cfg["objective"]["hidden_dim"] = 32
     trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
     before = [p.detach().clone() for p in trainer.objective.encoder.parameters()]
     result = trainer.fit()
     assert result.steps == 2
-    assert type(trainer.objective.similarity).__name__.lower().startswith(similarity.split("_")[0][:3])
+    part = getattr(trainer.objective, key)
+    assert type(part).__name__.lower().startswith(similarity.split("_")[0][:3])
     after = list(trainer.objective.encoder.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after))  # the encoder learned from it
