@@ -116,12 +116,25 @@ class NegSquaredEuclideanCritic(Critic):
         return -(query - key).pow(2).sum(-1) / self.temperature  # [N]
 
 
-def _safe_cosine(query: Tensor, key: Tensor) -> Tensor:
-    """Cosines in float32 or wider, kept inside (-1, 1): arccos's gradient is infinite at +-1."""
-    dtype = torch.promote_types(query.dtype, torch.float32)
-    cosine = F.cosine_similarity(query.to(dtype), key.to(dtype), dim=-1)
-    eps = 1e-6 if dtype == torch.float32 else 1e-12
+def _inside_unit_interval(cosine: Tensor) -> Tensor:
+    """Cosines kept inside (-1, 1): arccos's gradient is infinite at +-1."""
+    eps = 1e-6 if cosine.dtype == torch.float32 else 1e-12
     return cosine.clamp(-1.0 + eps, 1.0 - eps)
+
+
+def _safe_cosine(query: Tensor, key: Tensor) -> Tensor:
+    """Cosines of aligned pairs ``[N, D] x [N, D] -> [N]`` in float32 or wider, inside (-1, 1)."""
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    return _inside_unit_interval(F.cosine_similarity(query.to(dtype), key.to(dtype), dim=-1))
+
+
+def _safe_cosine_matrix(query: Tensor, keys: Tensor) -> Tensor:
+    """All cosines ``[N, D] x [M, D] -> [N, M]`` in float32 or wider, inside (-1, 1), by one
+    matrix product of the normalised rows (memory O(N M), not O(N M D))."""
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    with torch.autocast(query.device.type, enabled=False):
+        cosine = F.normalize(query.to(dtype), dim=-1) @ F.normalize(keys.to(dtype), dim=-1).T
+    return _inside_unit_interval(cosine)
 
 
 class AngularCritic(Critic):
@@ -137,7 +150,7 @@ class AngularCritic(Critic):
         self.temperature = _check_temperature(temperature)
 
     def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        return -torch.arccos(_safe_cosine(query[:, None, :], keys[None, :, :])) / self.temperature  # [N, M]
+        return -torch.arccos(_safe_cosine_matrix(query, keys)) / self.temperature  # [N, M]
 
     def pair(self, query: Tensor, key: Tensor) -> Tensor:
         return -torch.arccos(_safe_cosine(query, key)) / self.temperature  # [N]
