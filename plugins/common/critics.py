@@ -19,6 +19,24 @@ from torch import Tensor, nn
 from selfsup.interfaces import Critic
 
 
+@torch.no_grad()
+def check_scores_width(critic: Critic, width: int, what: str = "vectors") -> Critic:
+    """Raise a ValueError naming ``width`` when ``critic`` cannot score ``[N, width]`` vectors
+    (a learned critic built for another width); return the critic. Bundles call it when they
+    are built, so the mistake is a config error, not a shape error inside the first step."""
+    probe = torch.zeros(2, width)
+    was_training = critic.training
+    critic.eval()  # no batch-norm statistics updated by the probe
+    try:
+        critic(probe, probe)
+    except RuntimeError as exc:
+        raise ValueError(f"the similarity {type(critic).__name__} cannot score {what} of width {width} "
+                         f"({str(exc).splitlines()[0]}); build it for width {width}") from None
+    finally:
+        critic.train(was_training)
+    return critic
+
+
 def _check_temperature(temperature: float) -> float:
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

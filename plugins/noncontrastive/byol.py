@@ -15,7 +15,7 @@ from selfsup.interfaces import Batch, Critic, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
-from ..common.critics import CosineCritic
+from ..common.critics import CosineCritic, check_scores_width
 from .base import MultiCropObjective, PredictionLoss, Similarity, cosine, pair_similarity, view_pairs
 
 
@@ -107,7 +107,8 @@ class BYOL(MultiCropObjective):
         self.predictor, width = build_head(predictor, embedding_dim,
                                            MLPHead(embedding_dim, predictor_hidden_dim, 2, batch_norm=True))
         check_prediction_width(width, embedding_dim)
-        self.similarity = similarity if similarity is not None else CosineCritic(temperature=1.0)
+        self.similarity = check_scores_width(similarity if similarity is not None else CosineCritic(temperature=1.0),
+                                             embedding_dim, "predictions and targets")
         self.target_encoder = frozen_copy(encoder)
         self.target_projector = frozen_copy(self.projector)
         self.base_momentum = float(momentum)

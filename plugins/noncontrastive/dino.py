@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from selfsup import distributed
 from selfsup.interfaces import Batch, Critic, Encoder, Objective, StepOutput
 
-from ..common.critics import CosineCritic
+from ..common.critics import CosineCritic, check_scores_width
 from ..common.momentum import cosine_momentum, frozen_copy, momentum_update
 from .base import PredictionLoss
 
@@ -52,7 +52,8 @@ class DINOHead(nn.Module):
         blocks.append(nn.Linear(width, bottleneck_dim))
         self.mlp = nn.Sequential(*blocks)
         self.prototypes = nn.Parameter(nn.Linear(bottleneck_dim, out_dim, bias=False).weight.detach().clone())
-        self.similarity = similarity if similarity is not None else CosineCritic(temperature=1.0)
+        self.similarity = check_scores_width(similarity if similarity is not None else CosineCritic(temperature=1.0),
+                                             bottleneck_dim, "bottleneck vectors and prototypes")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.similarity.similarity(self.mlp(x), self.prototypes)  # [N, out_dim]

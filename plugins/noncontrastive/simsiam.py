@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from selfsup.interfaces import Batch, Critic, Encoder, Head, StepOutput
 
 from ..common.heads import MLPHead, build_head, check_embedding_dim, check_prediction_width
-from ..common.critics import CosineCritic
+from ..common.critics import CosineCritic, check_scores_width
 from .base import MultiCropObjective, PredictionLoss, Similarity, cosine, pair_similarity, view_pairs
 
 
@@ -116,7 +116,8 @@ class SimSiam(MultiCropObjective):
             default = MLPHead(embedding_dim, bottleneck, 2, batch_norm=True)
             self.predictor, width = build_head(default if predictor is True else predictor, embedding_dim, default)
             check_prediction_width(width, embedding_dim)
-        self.similarity = similarity if similarity is not None else CosineCritic(temperature=1.0)
+        self.similarity = check_scores_width(similarity if similarity is not None else CosineCritic(temperature=1.0),
+                                             embedding_dim, "predictions and projections")
         self.stop_gradient = stop_gradient
         self.fixed_predictor_lr = fixed_predictor_lr
 

@@ -84,3 +84,16 @@ def test_every_similarity_trains_byol_simsiam_and_moco_v3_from_yaml(tmp_path, re
     assert type(part).__name__.lower().startswith(similarity.split("_")[0][:3])
     after = list(trainer.objective.encoder.parameters())
     assert any(not torch.equal(b, a) for b, a in zip(before, after))  # the encoder learned from it
+
+
+@pytest.mark.parametrize("method, width_key", [("byol", "embedding_dim"), ("simsiam", "embedding_dim"),
+                                               ("dino", "bottleneck_dim")])
+def test_a_learned_similarity_of_the_wrong_width_is_a_config_error(tmp_path, registry, method, width_key):
+    from selfsup.errors import ConfigError
+
+    cfg = tiny_pipeline(tmp_path, trainer__max_steps=1, data__batch_size=32)
+    cfg["objective"] = {"name": method, "encoder": {"name": "small_conv", "width": 4}, width_key: 16,
+                        "similarity": {"name": "bilinear", "dim": 8}}
+    with pytest.raises(ConfigError, match=r"objective.*BilinearCritic cannot score .* of width 16"):
+        build_trainer(OmegaConf.create(cfg), registry, run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
