@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import os
 import pickle
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -60,8 +61,14 @@ def _gloo_entry(rank: int, world_size: int, store: str, out_dir: str, fn: Callab
                             timeout=datetime.timedelta(seconds=120))
     try:
         torch.save(fn(*args), Path(out_dir) / f"rank{rank}.pt")
+        dist.barrier()  # both results are on disk before either process tears gloo down
     finally:
         dist.destroy_process_group()
+    # Leave without the interpreter's teardown: gloo's threads can abort it ("terminate called
+    # without an active exception", SIGABRT) after the work is done and saved.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_on_gloo(fn: Callable[..., Any], *args: Any, world_size: int = WORLD_SIZE, timeout_s: float = TIMEOUT_S,
