@@ -4,7 +4,8 @@ Core: interfaces of the five parts, the registry, the plugin manager, config and
 Concrete parts and bundles live in :mod:`selfsup.plugins` and in third-party plugins.
 
 ``hookimpl``, ``default_registry`` and ``load_registry`` load the plugin machinery (pluggy)
-on first use, so importing a leaf such as :mod:`selfsup.interfaces` stays light.
+on first use, so importing a leaf such as :mod:`selfsup.interfaces` stays light; so does
+``load_encoder`` (a finished run's encoder, see :mod:`selfsup.export`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .registry import Entry, Registry
 
 __version__ = "0.1.0"
 
-_LAZY = {"hookimpl": "hookspecs", "default_registry": "plugin_manager", "load_registry": "plugin_manager"}
+_LAZY = {"hookimpl": "hookspecs", "default_registry": "plugin_manager", "load_registry": "plugin_manager",
+         "load_encoder": "export"}
 
 
 def __getattr__(name: str) -> Any:
@@ -65,5 +67,6 @@ __all__ = [
     "TrainingDiverged",
     "default_registry",
     "hookimpl",
+    "load_encoder",
     "load_registry",
 ]

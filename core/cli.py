@@ -3,6 +3,7 @@
     selfsup train PIPELINE [key.path=value ...]     train a pipeline (YAML)
     selfsup train --resume RUN_DIR [overrides]      continue a stopped run
     selfsup eval RUN_DIR                            evaluate a run's representation
+    selfsup embed RUN_DIR DATA --out E.npy          embeddings of any data with a run's encoder
     selfsup plugins list [KIND] [PATTERN]           registered components
     selfsup plugins show KIND NAME                  one component's parameters
     selfsup plugins check [PACKAGE]                 the conformance kit, pass/fail table
@@ -18,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .embed_cli import add_parser as add_embed_parser
 from .errors import SelfsupError
 from .plugin_commands import add_parsers as add_plugin_parsers
 from .plugin_commands import warn_plugin_failures
@@ -131,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("overrides", nargs="*", help="eval.* / trainer.device / trainer.precision overrides "
                     "(e.g. trainer.device=cpu for a run trained on a GPU)")
     ev.set_defaults(func=_cmd_eval)
+
+    add_embed_parser(sub)  # embed RUN_DIR DATA --out FILE
 
     add_plugin_parsers(sub)  # plugins list/show/check, new-plugin
     add_study_parser(sub)  # study STUDY.yaml

@@ -65,8 +65,24 @@ class DataConfig:
     dataset: Node = dataclasses.field(default_factory=lambda: {"name": "digits"})
     augment: Node | None = dataclasses.field(default_factory=lambda: {"name": "two_view"})
     batch_size: int = bounded(256, minimum=1)
-    num_workers: int = bounded(0, minimum=0)
     drop_last: bool = True
+    #: ``memory``: decode the data once and keep it on the training device (batch-wise, no
+    #: per-sample work); ``stream``: DataLoader workers read and decode every batch from the
+    #: files (data larger than memory); ``auto``: memory when the decoded splits fit
+    #: ``memory_budget_gb``, else stream. Data that is already arrays (digits, .npz) is in memory.
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    #: Decoded size (GB) up to which ``loader: auto`` keeps the data in memory; null: a
+    #: quarter of the machine's memory.
+    memory_budget_gb: float | None = bounded(None, above=0)
+    #: Worker processes that read and decode files (streaming, and decoding into memory);
+    #: null: one per CPU core but one, at most 8; 0: in the training process.
+    workers: int | None = bounded(None, minimum=0)
+    #: An image file that cannot be decoded: ``fail`` names it and stops; ``skip`` leaves it
+    #: out (counted, the first few named in the log).
+    on_bad_image: Literal["skip", "fail"] = "fail"
+    #: Where decoded folders and shards are cached as .npy (keyed by the files' names, sizes
+    #: and mtimes); ``auto``: $SELFSUP_CACHE or ~/.cache/selfsup; null: no cache.
+    cache_dir: str | None = "auto"
 
 
 @dataclasses.dataclass
@@ -140,6 +156,11 @@ class EvalConfig:
     #: many epochs and/or training minutes; rows in the metrics, ``knn_curve.png`` at the end.
     every_epochs: int | None = bounded(None, minimum=1)
     every_minutes: float | None = bounded(None, above=0)
+    #: A labelled dataset to evaluate on instead of the training data's own splits (a
+    #: ``data.dataset``-style entry, e.g. ``{name: arrays, path: labelled.npz}``): its train
+    #: split is the kNN memory, its test split is scored. Needed when the training data has
+    #: no labels (an unlabelled image folder); without it such a run skips evaluation.
+    data: Node | None = None
 
 
 @dataclasses.dataclass

@@ -5,15 +5,25 @@ A split is either :class:`ImageArrays` (images ``[N, C, H, W]``) or :class:`Mult
 interface the engine uses: ``len``, ``labels``, ``inputs``, ``select(index)``, ``to(device)``
 and ``as_float()``.
 
-Concrete datasets (digits, ``.npz`` arrays, torchvision, ImageFolder, multi-view data) and
-augmentations live in plugins and are registered under the kinds ``dataset`` and ``transform``.
+A split too large to decode into memory is a :class:`StreamedImages`: an
+:class:`ImageSource` (files, tar shards, a memory-mapped array) read sample by sample by
+DataLoader workers; the engine streams it or decodes it into :class:`ImageArrays` once
+(``data.loader``). Its ``select`` decodes the rows asked for, so code that probes a few
+samples works on either kind.
+
+Concrete datasets (digits, ``.npz`` arrays, torchvision, image folders, shards, multi-view
+data) and augmentations live in plugins and are registered under the kinds ``dataset`` and
+``transform``.
 """
 
 from __future__ import annotations
 
+import abc
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,6 +38,8 @@ class ImageArrays:
 
     images: Tensor
     labels: Tensor
+    #: Where each sample came from (file paths relative to the data root), when known.
+    names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4:
@@ -45,17 +57,142 @@ class ImageArrays:
         """What an encoder reads: the images ``[N, C, H, W]`` in their stored dtype."""
         return self.images
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return tuple(int(d) for d in self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the images take in memory."""
+        return self.images.numel() * self.images.element_size()
+
     def select(self, index: Tensor) -> "ImageArrays":
         """The samples at ``index`` ``[B]`` (same device as the arrays), stored dtype kept."""
-        return ImageArrays(self.images.index_select(0, index), self.labels.index_select(0, index))
+        names = [self.names[i] for i in index.tolist()] if self.names is not None else None
+        return ImageArrays(self.images.index_select(0, index), self.labels.index_select(0, index), names)
 
     def to(self, device: torch.device | str) -> "ImageArrays":
-        return ImageArrays(self.images.to(device), self.labels.to(device))
+        return ImageArrays(self.images.to(device), self.labels.to(device), self.names)
 
     def as_float(self, device: torch.device | str | None = None) -> Tensor:
         """Images as float32 in [0, 1], ``[N, C, H, W]``, on ``device``."""
         x = self.images.to(device) if device is not None else self.images
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+class ImageSource(abc.ABC):
+    """Samples read one at a time (files, tar members, rows of a memory-mapped array).
+
+    ``read(i)`` returns image i as uint8 ``[C, S, S]`` (numpy) at the source's fixed
+    ``image_shape``, or raises (any exception) for an unreadable sample; ``describe(i)`` names
+    sample i in messages (its path). A source is handed to DataLoader worker processes, so it
+    holds plain data and opens its files lazily, in the process that reads them.
+    """
+
+    @property
+    @abc.abstractmethod
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, S, S)`` of every image ``read`` returns."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def read(self, i: int) -> np.ndarray:
+        """Sample i as uint8 ``[C, S, S]``."""
+
+    def describe(self, i: int) -> str:
+        return f"sample {i}"
+
+    def fingerprint(self) -> str | None:
+        """A string that changes when the decoded images would (names, sizes, mtimes and the
+        decode settings), or None when decoding is not worth caching."""
+        return None
+
+
+@dataclass
+class StreamedImages:
+    """An image split read from an :class:`ImageSource`, never held in memory as a whole.
+
+    source: where the images come from; rows ``rows`` of it form this split.
+    labels: ``[N]`` int64 class indices (-1 where unknown).
+    rows: ``[N]`` int64 positions in ``source`` (a split of a source keeps its own rows).
+    names: one name per sample (e.g. file path relative to the data root), or None.
+    on_bad_image: ``"skip"`` or ``"fail"`` (see :mod:`selfsup.streaming`).
+    workers: DataLoader worker processes that read it (0: the reading process).
+    """
+
+    source: ImageSource
+    labels: Tensor
+    rows: Tensor
+    names: list[str] | None = None
+    on_bad_image: str = "fail"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.labels.shape != self.rows.shape or self.labels.dim() != 1:
+            raise ValueError(f"labels {tuple(self.labels.shape)} and rows {tuple(self.rows.shape)} must be [N] alike")
+        if self.names is not None and len(self.names) != len(self.rows):
+            raise ValueError(f"names must be one per sample: {len(self.names)} for {len(self.rows)}")
+
+    @classmethod
+    def of(cls, source: ImageSource, labels: Tensor | None = None, names: list[str] | None = None) -> "StreamedImages":
+        """Every sample of ``source``; labels default to -1 (unknown)."""
+        n = len(source)
+        labels = torch.full((n,), -1, dtype=torch.int64) if labels is None else labels.to(torch.int64)
+        return cls(source, labels, torch.arange(n), names)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def inputs(self) -> "StreamedImages":
+        """What feature extraction reads: the split itself (it streams)."""
+        return self
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.source.image_shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the decoded images would take: N x C x S x S (uint8)."""
+        c, h, w = self.image_shape
+        return len(self) * c * h * w
+
+    def subset(self, index: Tensor | np.ndarray) -> "StreamedImages":
+        """The samples at positions ``index`` of this split (a new split over the same source)."""
+        index = torch.as_tensor(index, dtype=torch.int64)
+        names = [self.names[i] for i in index.tolist()] if self.names is not None else None
+        return StreamedImages(self.source, self.labels[index], self.rows[index], names, self.on_bad_image,
+                              self.workers)
+
+    def select(self, index: Tensor) -> ImageArrays:
+        """Decode the samples at ``index`` ``[B]`` now, in this process: uint8 ``[B, C, S, S]``."""
+        from .errors import DataError
+
+        index = index.cpu()
+        images = []
+        for i in self.rows[index].tolist():
+            try:
+                images.append(torch.from_numpy(np.ascontiguousarray(self.source.read(i))))
+            except Exception as exc:  # noqa: BLE001 - a decoder raises many types for a bad file
+                raise DataError(f"{self.source.describe(i)}: could not be read as an image ({type(exc).__name__}: "
+                                f"{exc}).") from None
+        names = [self.names[i] for i in index.tolist()] if self.names is not None else None
+        c, h, w = self.image_shape
+        stacked = torch.stack(images) if images else torch.zeros((0, c, h, w), dtype=torch.uint8)
+        return ImageArrays(stacked, self.labels[index], names)
+
+    def batches(self, batch_size: int) -> Iterator[Tensor]:
+        """The images in order, uint8 ``[B, C, S, S]`` per batch, read by ``workers`` processes."""
+        from .streaming import iter_batches
+
+        return iter_batches(self, batch_size, self.workers)
+
+    def to(self, device: torch.device | str) -> "StreamedImages":
+        raise TypeError("a streamed split stays on the host; move its batches (selfsup.engine.loader) instead")
 
 
 @dataclass
@@ -113,26 +250,38 @@ class MultiModalArrays:
         return {name: x.to(device=device, dtype=torch.float32) for name, x in self.modalities.items()}
 
 
-#: What a split holds: images or a mapping of modalities.
-Split = ImageArrays | MultiModalArrays
+#: What a split holds: images (in memory or streamed) or a mapping of modalities.
+Split = ImageArrays | StreamedImages | MultiModalArrays
 
 
 @dataclass
 class DataSplits:
-    """What a ``dataset`` factory returns: a training split and a held-out test split."""
+    """What a ``dataset`` factory returns: a training split and a held-out test split.
 
-    train: ImageArrays | MultiModalArrays
-    test: ImageArrays | MultiModalArrays
+    ``test`` is None for data with no held-out split (an unlabelled folder): evaluation then
+    reads ``eval.data``, or is skipped. ``notes`` are lines for the run's log (e.g. images
+    skipped as unreadable).
+    """
+
+    train: Split
+    test: Split | None
     class_names: list[str] = field(default_factory=list)
     #: Where the data came from, for logs and error messages.
     source: str = ""
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if type(self.train) is not type(self.test):
+        multimodal = [isinstance(s, MultiModalArrays) for s in (self.train, self.test) if s is not None]
+        if len(set(multimodal)) > 1:
             raise ValueError(
                 f"train and test splits must be of the same type, got {type(self.train).__name__} "
                 f"and {type(self.test).__name__}"
             )
+        if self.test is None:
+            return
+        if not multimodal[0] and self.test.image_shape != self.train.image_shape:
+            raise ValueError(f"train and test images must have the same shape, got {self.train.image_shape} "
+                             f"and {self.test.image_shape}")
         if isinstance(self.train, MultiModalArrays) and self.train.shapes != self.test.shapes:
             raise ValueError(
                 f"train and test splits must have the same modalities and shapes, got "
@@ -144,16 +293,25 @@ class DataSplits:
         return isinstance(self.train, MultiModalArrays)
 
     @property
+    def is_streamed(self) -> bool:
+        return isinstance(self.train, StreamedImages)
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether a labelled held-out split exists (what kNN evaluation needs)."""
+        return self.test is not None and len(self.test) > 0 and bool((self.test.labels >= 0).any())
+
+    @property
     def in_channels(self) -> int:
         if self.is_multimodal:
             raise ValueError("multimodal data has no image channels; see modality_shapes")
-        return int(self.train.images.shape[1])
+        return int(self.train.image_shape[0])
 
     @property
     def image_size(self) -> int:
         if self.is_multimodal:
             raise ValueError("multimodal data has no image size; see modality_shapes")
-        return int(self.train.images.shape[-1])
+        return int(self.train.image_shape[-1])
 
     @property
     def modality_shapes(self) -> dict[str, tuple[int, int]]:
@@ -164,7 +322,8 @@ class DataSplits:
     def num_classes(self) -> int:
         if self.class_names:
             return len(self.class_names)
-        return int(max(self.train.labels.max(), self.test.labels.max()).item()) + 1
+        tops = [int(s.labels.max()) for s in (self.train, self.test) if s is not None and len(s)]
+        return max(tops, default=-1) + 1
 
     def context(self) -> dict[str, Any]:
         """Values that fill data-dependent component parameters (see selfsup.config).

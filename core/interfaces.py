@@ -126,6 +126,26 @@ class StepOutput:
 
 
 # --------------------------------------------------------------------------- parts
+@dataclass
+class LibraryModel:
+    """An encoder's network as a model of another library (what :meth:`Encoder.library_model`
+    returns), so that the trained weights load outside selfsup.
+
+    library: ``"timm"`` or ``"torchvision"``. model: the library's model name (``resnet18``).
+    kwargs: the keyword arguments of the library's constructor (``timm.create_model(model,
+    **kwargs)``, ``torchvision.models.<model>(**kwargs)``) that give ``module``'s architecture.
+    module: the network whose ``state_dict`` is exported (``backbone.safetensors``).
+    changes: sub-modules replaced after construction, attribute name -> the Python expression
+    of the replacement (e.g. ``{"fc": "torch.nn.Identity()"}``); empty when there are none.
+    """
+
+    library: str
+    model: str
+    kwargs: dict[str, Any]
+    module: nn.Module
+    changes: dict[str, str] = field(default_factory=dict)
+
+
 class Encoder(nn.Module, abc.ABC):
     """Data -> :class:`Features`.
 
@@ -139,6 +159,14 @@ class Encoder(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, x: Tensor) -> Features:
         """x: ``[N, C, H, W]`` (or the encoder's documented input) -> Features."""
+
+    def library_model(self) -> LibraryModel | None:
+        """The network as another library's model (timm, torchvision), or None (the default).
+
+        When an encoder returns one, the run's export also writes that model's own state
+        dict (``backbone.safetensors``), loadable without selfsup.
+        """
+        return None
 
 
 class Critic(nn.Module, abc.ABC):

@@ -136,7 +136,7 @@ class Monitor:
         self.cfg = cfg
         self.diagnostics = dict(diagnostics)
         self.device = device
-        split = data.train if cfg.split == "train" else data.test
+        split = data.test if cfg.split == "test" and data.test is not None else data.train  # unlabelled: no test
         n = min(cfg.probe_size, len(split))
         index = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed + 7919))[:n].sort().values
         probe = split.select(index.to(split.labels.device))

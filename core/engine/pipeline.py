@@ -13,6 +13,7 @@ from ..config import SECTIONS, build, to_container
 from ..errors import ConfigError
 from ..plugin_manager import default_registry
 from ..registry import Registry
+from .data_setup import check_eval_data, prepare_data
 from .monitor import build_diagnostics
 from .run_log import build_loggers
 from .settings import Settings, settings_from_config
@@ -40,7 +41,8 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
     registry = registry or default_registry()
     settings = settings_from_config(cfg)
     node = to_container(cfg)
-    data = build(registry, "dataset", settings.data.dataset, "data.dataset")
+    data = prepare_data(build(registry, "dataset", settings.data.dataset, "data.dataset"), settings.data)
+    eval_data = build_eval_data(registry, settings, data)
     if data.is_multimodal and settings.data.augment:
         raise ConfigError(
             f"data.augment: image augmentation cannot run on multimodal data (modalities "
@@ -63,7 +65,17 @@ def build_trainer(cfg: Any, registry: Registry | None = None, run_dir: Path | No
     diagnostics = build_diagnostics(registry, settings.monitor)
     loggers = build_loggers(registry, settings.trainer.loggers)
     return Trainer(objective, data, transform, settings, run_dir, config=resolved_config(cfg, settings),
-                   diagnostics=diagnostics, loggers=loggers)
+                   diagnostics=diagnostics, loggers=loggers, eval_data=eval_data)
+
+
+def build_eval_data(registry: Registry, settings: Settings, data: Any) -> Any:
+    """The labelled splits kNN evaluation reads: ``eval.data``, else the training data's own
+    when its held-out split has labels, else None (evaluation is skipped)."""
+    if settings.eval.data is None:
+        return data if data.has_labels else None
+    eval_data = prepare_data(build(registry, "dataset", settings.eval.data, "eval.data"), settings.data)
+    check_eval_data(eval_data, data)
+    return eval_data
 
 
 #: Parameters that describe the data: a pipeline that sets one must agree with the dataset.

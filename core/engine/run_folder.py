@@ -18,7 +18,8 @@ EVAL_BEFORE_NAME = "eval_before.json"
 METRICS_JSON = "metrics.json"
 KNN_CURVE_NAME = "knn_curve.png"
 #: What a run writes into its folder (files and folders; the built-in loggers' too).
-RUN_FILES = (CONFIG_NAME, ckpt.CHECKPOINT_NAME, ckpt.CHECKPOINT_NAME + ".tmp", ckpt.ENCODER_NAME, EVAL_BEFORE_NAME,
+RUN_FILES = (CONFIG_NAME, ckpt.CHECKPOINT_NAME, ckpt.CHECKPOINT_NAME + ".tmp", ckpt.ENCODER_NAME,
+             ckpt.ENCODER_MANIFEST_NAME, ckpt.BACKBONE_NAME, EVAL_BEFORE_NAME,
              METRICS_JSON, KNN_CURVE_NAME, "metrics.csv", "metrics.jsonl", "loss.png", "embedding_tsne.png",
              "tensorboard")
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ..data import DataSplits
+from ..data import DataSplits, StreamedImages
 from ..interfaces import ViewTransform
 from ..errors import ConfigError, SelfsupError, TrainingDiverged
 from ..interfaces import Batch, MetricsLogger, Objective
@@ -32,7 +32,7 @@ from .device import to_channels_last, check_compiler, autocast_dtype, compile_en
 from .evaluate import evaluate
 from .events import Callback, Callbacks
 from .host_memory import retain_freed_host_memory
-from .loader import InMemoryBatches
+from .loader import InMemoryBatches, StreamingBatches
 from .monitor import Monitor
 from .optim import build_optimizer, build_scheduler
 from .run_folder import (CONFIG_NAME, EVAL_BEFORE_NAME, KNN_CURVE_NAME, METRICS_JSON, checkpoint_mismatch,
@@ -77,6 +77,12 @@ class FitResult:
         return out
 
 
+#: The log line of a run whose data has no labels and no ``eval.data``.
+NO_EVALUATION = ("evaluation skipped: the training data has no labelled held-out split; set eval.data to a labelled "
+                 "dataset (e.g. eval.data={name: image_folder, root: labelled/}) for kNN accuracy. The monitor's "
+                 "label-free diagnostics still run.")
+
+
 class Trainer:
     """Trains ``objective`` on ``data.train`` and evaluates on ``data.test``.
 
@@ -110,9 +116,12 @@ class Trainer:
         config: dict[str, Any] | None = None,
         diagnostics: dict[str, Any] | None = None,
         loggers: list[MetricsLogger] | None = None,
+        eval_data: DataSplits | None | str = "training data",
     ) -> None:
         self.objective = objective
         self.data = data
+        #: the labelled splits kNN reads (None: no labels anywhere, evaluation is skipped)
+        self.eval_data = (data if data.has_labels else None) if eval_data == "training data" else eval_data
         self.transform = transform
         self.settings = settings
         self.run_dir = Path(run_dir)
@@ -129,10 +138,7 @@ class Trainer:
         if settings.trainer.compile:
             check_compiler(self.device)
             compile_encoders(self.objective)
-        self.loader = InMemoryBatches(
-            data.train, settings.data.batch_size, self.device, settings.seed, settings.data.drop_last,
-            rank=self.process.rank, world_size=self.process.world_size,
-        )
+        self.loader = self._build_loader()
         self.steps_per_epoch = len(self.loader)
         tcfg = settings.trainer
         if tcfg.epochs is None and tcfg.max_steps is None and tcfg.max_minutes is None:
@@ -169,6 +175,16 @@ class Trainer:
         """Attach ``callback`` to this trainer's events; returns the trainer."""
         self.callbacks.add(callback)
         return self
+
+    def _build_loader(self) -> InMemoryBatches | StreamingBatches:
+        """Batches of the training split: from memory, or read by workers from its files."""
+        cfg = self.settings.data
+        place = dict(rank=self.process.rank, world_size=self.process.world_size)
+        if isinstance(self.data.train, StreamedImages):
+            return StreamingBatches(self.data.train, cfg.batch_size, self.device, self.settings.seed, cfg.drop_last,
+                                    workers=self.data.train.workers, **place,
+                                    on_skipped=lambda text: self.callbacks.on_message(self, "warning", text))
+        return InMemoryBatches(self.data.train, cfg.batch_size, self.device, self.settings.seed, cfg.drop_last, **place)
 
     # ------------------------------------------------------------------ control
     def _distribute(self) -> torch.nn.Module:
@@ -389,7 +405,11 @@ class Trainer:
             self.loggers.open(self.run_dir, self.config, resume)
         try:
             self.callbacks.on_fit_start(self, resume)
-            if not resume and tcfg.eval_before:
+            for note in self.data.notes:
+                self.callbacks.on_message(self, "info", note)
+            if self.eval_data is None:
+                self.callbacks.on_message(self, "info", NO_EVALUATION)
+            if not resume and tcfg.eval_before and self.eval_data is not None:
                 before = self.evaluate_now()
                 self.curve.append(self._curve_point(before["knn_acc"]))
                 if main:
@@ -407,6 +427,7 @@ class Trainer:
             result = self._result(before, None, interrupted)
         else:
             ckpt.export_encoder(getattr(self.objective, "encoder", self.objective), self.run_dir / ckpt.ENCODER_NAME)
+            ckpt.write_encoder_manifest(self.objective, self.data.context(), self.config, self.run_dir)
             result = self.finish(before, evaluate_after=tcfg.eval_after)
         self.callbacks.on_end(self, result)
         return result
@@ -487,11 +508,13 @@ class Trainer:
         the current representation on the held-out split. Its time counts in
         ``eval_seconds``, not in the training time."""
         cfg = self.settings.eval
+        if self.eval_data is None:
+            raise SelfsupError(f"nothing to evaluate on: {NO_EVALUATION}")
         if linear_probe is not None:
             cfg = dataclasses.replace(cfg, linear_probe=linear_probe)
         start = time.perf_counter()
         with self.clock.paused():
-            result = evaluate(self.objective, self.data, cfg, self.device, embedding_map)
+            result = evaluate(self.objective, self.eval_data, cfg, self.device, embedding_map)
         self.eval_seconds += time.perf_counter() - start
         return result
 
@@ -500,15 +523,16 @@ class Trainer:
         if self.curve and self.curve[-1]["step"] == self.global_step:
             return  # every_epochs and every_minutes fell on the same step: evaluated already
         start = time.perf_counter()
-        knn = self.evaluate_now(linear_probe=False)["knn_acc"]
-        point = self._curve_point(knn)
-        row: dict[str, Any] = {"step": point["step"], "epoch": point["epoch"], "train_seconds": 60 * point["minutes"],
-                               "knn_acc": knn}
+        point = self._curve_point(float("nan"))
+        row: dict[str, Any] = {"step": point["step"], "epoch": point["epoch"], "train_seconds": 60 * point["minutes"]}
+        if self.eval_data is not None:
+            point["knn_acc"] = row["knn_acc"] = self.evaluate_now(linear_probe=False)["knn_acc"]
         if self.monitor is not None:
             with self.clock.paused():
                 row.update(self.monitor.measure(self.objective))
         row["eval_seconds"] = time.perf_counter() - start
-        self.curve.append(point)
+        if self.eval_data is not None:
+            self.curve.append(point)
         self.loggers.log(row, "eval")
         self.callbacks.on_evaluation(self, "during", row)
 
@@ -539,7 +563,7 @@ class Trainer:
         from ..evaluation import save_knn_curve, save_loss_curve
 
         after = None
-        if evaluate_after:
+        if evaluate_after and self.eval_data is not None:
             after = self.evaluate_now(embedding_map=self.run_dir / "embedding_tsne.png")
             self.curve = [p for p in self.curve if p["step"] != self.global_step] + [self._curve_point(after["knn_acc"])]
             self.callbacks.on_evaluation(self, "after", after)

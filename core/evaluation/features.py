@@ -55,7 +55,9 @@ def extract_features(
         embed_fn: Maps ``[B, C, H, W]`` float32 in [0, 1] (or a mapping of modalities) to
             ``[B, D]`` features.
         images: ``[N, C, H, W]`` uint8 (0..255) or floating (0..1), N >= 1, on any device;
-            or a mapping modality -> floating ``[N, T_m, F_m]``.
+            or a mapping modality -> floating ``[N, T_m, F_m]``; or a streamed split (an
+            object with ``batches(batch_size)`` yielding uint8 ``[B, C, H, W]``, e.g.
+            :class:`selfsup.data.StreamedImages`), read batch by batch from its files.
         batch_size: Images per call of ``embed_fn``.
         device: Where ``embed_fn`` runs.
 
@@ -64,6 +66,15 @@ def extract_features(
     """
     if isinstance(images, Mapping):
         return _extract_multimodal(embed_fn, images, batch_size, device)
+    if hasattr(images, "batches") and not isinstance(images, Tensor):  # a streamed split
+        _check_batch_size(batch_size)
+        outputs = []
+        for batch in images.batches(batch_size):
+            x = _to_unit_float(batch.to(device, non_blocking=True))
+            outputs.append(_checked_output(embed_fn(x), len(x), tuple(x.shape)))
+        if not outputs:
+            raise ValueError("images is empty (0 samples); nothing to embed")
+        return torch.cat(outputs)
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.dim() != 4:

@@ -1,4 +1,6 @@
-"""Dataset factories (registry kind ``dataset``): digits, ``.npz`` arrays, torchvision, ImageFolder.
+"""Dataset factories (registry kind ``dataset``) of arrays: digits, ``.npz`` arrays, torchvision.
+
+Image folders, tar shards and ``.npy`` files are read by :mod:`.folders`.
 
 Every factory is a plain function with simple typed keyword parameters (checked against
 the pipeline file by :mod:`selfsup.config`) and returns a :class:`~selfsup.data.DataSplits`
@@ -466,79 +468,3 @@ def torchvision(
     return DataSplits(train_split, test_split, class_names=names, source=f"torchvision {name} at {root}")
 
 
-# --------------------------------------------------------------------------- image folders
-def _image_folder(root: str, image_size: int, class_to_idx: dict[str, int] | None = None) -> Any:
-    """``torchvision.datasets.ImageFolder`` decoding to uint8 RGB ``[3, size, size]`` tensors."""
-    from torchvision import datasets, transforms
-
-    path = Path(root).expanduser()
-    if not path.is_dir():
-        raise DataError(
-            f"{root}: image folder not found (expected a directory with one sub-folder of images per class)."
-        )
-    transform = transforms.Compose(
-        [transforms.Resize(image_size), transforms.CenterCrop(image_size), transforms.PILToTensor()]
-    )
-
-    class _Folder(datasets.ImageFolder):
-        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
-            classes, found = super().find_classes(directory)
-            if class_to_idx is None:
-                return classes, found
-            unknown = [c for c in classes if c not in class_to_idx]
-            if unknown:
-                raise DataError(
-                    f"{root}: class folders {unknown} are not among the training classes "
-                    f"{sorted(class_to_idx, key=class_to_idx.get)}."
-                )
-            return classes, {c: class_to_idx[c] for c in classes}
-
-    try:
-        return _Folder(str(path), transform=transform)
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"{root}: no images found (expected class sub-folders holding .png/.jpg/... files; "
-            f"{str(exc).splitlines()[0]})."
-        ) from None
-
-
-def _decode_folder(folder: Any, root: str) -> tuple[Tensor, Tensor]:
-    """Decode every image of an ImageFolder once: uint8 ``[N, 3, S, S]`` and int64 ``[N]``."""
-    images = []
-    for i, (file, _) in enumerate(folder.samples):
-        try:
-            image, _ = folder[i]
-        except Exception as exc:  # PIL raises several types for unreadable files
-            raise DataError(f"{file}: could not be decoded as an image ({type(exc).__name__}: {exc}).") from None
-        images.append(image)
-    labels = torch.tensor([label for _, label in folder.samples], dtype=torch.int64)
-    return torch.stack(images), labels
-
-
-def image_folder(
-    root: str, image_size: int = 32, test_fraction: float = 0.2, seed: int = 0, test_root: str | None = None
-) -> DataSplits:
-    """Your own images in class folders (``root/<class>/<image>``), decoded once into memory.
-
-    Images become RGB, resized (shorter side) and centre-cropped to ``image_size``. The test
-    split comes from ``test_root`` (same class folder names) or, when it is null, from a
-    stratified ``test_fraction`` split fixed by ``seed``.
-    """
-    if image_size < 1:
-        raise ConfigError(f"image_size must be a positive integer, got {image_size!r}.")
-    folder = _image_folder(root, image_size)
-    images, labels = _decode_folder(folder, root)
-    if test_root is None:
-        train_idx, test_idx = split_indices(labels.numpy(), test_fraction, seed)
-        train = ImageArrays(images[train_idx], labels[train_idx])
-        test = ImageArrays(images[test_idx], labels[test_idx])
-        source = f"image folder {root} (split {test_fraction:g} with seed {seed})"
-    else:
-        test_folder = _image_folder(test_root, image_size, class_to_idx=folder.class_to_idx)
-        train = ImageArrays(images, labels)
-        test = ImageArrays(*_decode_folder(test_folder, test_root))
-        source = f"image folders {root} (train), {test_root} (test)"
-    return DataSplits(train, test, class_names=list(folder.classes), source=source)
-
-
-# --------------------------------------------------------------------------- registration

@@ -6,7 +6,7 @@ import difflib
 
 from torch import Tensor, nn
 
-from selfsup.interfaces import Encoder, Features
+from selfsup.interfaces import Encoder, Features, LibraryModel
 
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "resnext50_32x4d")
 
@@ -40,6 +40,21 @@ class TorchvisionResNet(Encoder):
         self.local_channels = self.out_dim
         net.fc = nn.Identity()
         self.net = net
+        self.arch = arch
+        self._changes = {"fc": "torch.nn.Identity()"}
+        if small_image_stem:
+            self._changes["conv1"] = (f"torch.nn.Conv2d({in_channels}, 64, kernel_size=3, stride=1, padding=1, "
+                                      "bias=False)")
+            self._changes["maxpool"] = "torch.nn.Identity()"
+        elif in_channels != 3:
+            self._changes["conv1"] = (f"torch.nn.Conv2d({in_channels}, 64, kernel_size=7, stride=2, padding=3, "
+                                      "bias=False)")
+
+    def library_model(self) -> LibraryModel:
+        """``torchvision.models.<arch>(weights=None)`` with ``changes`` applied (classifier
+        replaced by an identity, and the small-image stem or channel count); its ``forward``
+        returns this encoder's ``global_``."""
+        return LibraryModel("torchvision", self.arch, {"weights": None}, self.net, dict(self._changes))
 
     def forward(self, x: Tensor) -> Features:
         n = self.net
@@ -68,6 +83,13 @@ class TimmEncoder(Encoder):
         self.net = timm.create_model(model, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
         self.out_dim = int(self.net.num_features)
         self.local_channels = self.out_dim
+        self.model_name = model
+        self._create_kwargs = {"pretrained": False, "num_classes": 0, "in_chans": in_channels, **kwargs}
+
+    def library_model(self) -> LibraryModel:
+        """``timm.create_model(model, pretrained=False, num_classes=0, in_chans=C, **kwargs)``;
+        its ``forward`` returns this encoder's ``global_``."""
+        return LibraryModel("timm", self.model_name, dict(self._create_kwargs), self.net)
 
     def forward(self, x: Tensor) -> Features:
         feats = self.net.forward_features(x)

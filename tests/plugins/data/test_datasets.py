@@ -12,9 +12,12 @@ import pytest
 import torch
 
 from selfsup.data import DataSplits
+from selfsup.config import DataConfig
+from selfsup.engine.data_setup import prepare_data
 from selfsup.errors import DataError
 from selfsup.plugins.data import register
-from selfsup.plugins.data.datasets import arrays, digits, image_folder, split_indices, torchvision
+from selfsup.plugins.data.datasets import arrays, digits, split_indices, torchvision
+from selfsup.plugins.data.folders import image_folder
 from selfsup.registry import Registry
 
 
@@ -30,7 +33,7 @@ def _check_splits(splits: DataSplits) -> None:
 def test_digits_through_registry() -> None:
     registry = Registry()
     register(registry)
-    assert registry.names("dataset") == ["arrays", "digits", "image_folder", "torchvision"]
+    assert registry.names("dataset") == ["arrays", "digits", "image_folder", "image_shards", "npy_images", "torchvision"]
     splits = registry.create("dataset", "digits")
     _check_splits(splits)
     assert splits.train.images.shape == (1437, 1, 8, 8)
@@ -312,7 +315,7 @@ def _write_pngs(root: Path, classes: dict[str, int], size: tuple[int, int] = (20
 
 def test_image_folder_split_and_test_root(tmp_path: Path) -> None:
     _write_pngs(tmp_path / "train", {"cat": 5, "dog": 5})
-    splits = image_folder(str(tmp_path / "train"), image_size=8, test_fraction=0.2, seed=0)
+    splits = prepare_data(image_folder(str(tmp_path / "train"), image_size=8, test_fraction=0.2, seed=0), DataConfig())
     _check_splits(splits)
     assert splits.train.images.shape == (8, 3, 8, 8) and splits.test.images.shape == (2, 3, 8, 8)
     assert splits.class_names == ["cat", "dog"] and sorted(splits.test.labels.tolist()) == [0, 1]
@@ -329,4 +332,5 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     _write_pngs(tmp_path / "broken", {"cat": 2})
     (tmp_path / "broken" / "cat" / "bad.png").write_bytes(b"not a png")
     bad = str(tmp_path / "broken" / "cat" / "bad.png")
-    _raises([bad, "could not be decoded"], image_folder, str(tmp_path / "broken"))
+    _raises([bad, "could not be read as an image", "on_bad_image"], prepare_data,
+            image_folder(str(tmp_path / "broken")), DataConfig(loader="memory", cache_dir=None))
