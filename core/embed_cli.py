@@ -15,6 +15,7 @@ Every output is written to a temporary file and renamed, so nothing half-written
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import StreamedImages
 from .errors import ConfigError, DataError, SelfsupError
 
 FORMATS = (".npy", ".parquet")
@@ -151,6 +153,10 @@ def open_split(registry: Any, run_dir: Path, data: str, split: str | None, spec:
     if chosen is None:
         raise DataError(f"DATA {data}: the data has no {split} split; choose --split "
                         f"{'train' if split == 'test' else 'test'}.")
+    if isinstance(chosen, StreamedImages):  # files: decoded by worker processes as they stream
+        from .engine.data_setup import resolve_workers
+
+        chosen = dataclasses.replace(chosen, workers=resolve_workers(None))
     return chosen, where
 
 

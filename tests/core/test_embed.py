@@ -24,7 +24,7 @@ from selfsup.engine import checkpoint as ckpt
 from selfsup.errors import ConfigError, SelfsupError
 from selfsup.export import InputSpec, embedding_function
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def finished_run(trainer) -> Path:
