@@ -1,6 +1,7 @@
 """The benchmarks: ``selfsup bench step`` (images/s and what the framework costs beyond the
-networks), ``selfsup bench mi`` (MI estimators against a known answer) and ``selfsup bench
-angular`` (margin objectives on multimodal digits). They import bundles and the engine's
+networks), ``selfsup bench mi`` (MI estimators against a known answer), ``selfsup bench
+angular`` (margin objectives on multimodal digits) and ``selfsup bench loader`` (training
+from a folder of JPEGs, in memory vs streamed). They import bundles and the engine's
 public API; no bundle imports them, and registering them imports none of their modules
 (``selfsup train`` never loads a benchmark). ``timing`` holds the clock plumbing they share.
 """
@@ -31,7 +32,15 @@ def run_angular(argv: list[str]) -> int:
     return main(argv)
 
 
+def run_loader(argv: list[str]) -> int:
+    """Training from a generated folder of JPEGs, decoded into memory vs streamed: images/s and resident memory."""
+    from .loader import main
+
+    return main(argv)
+
+
 def register(registry: Registry) -> None:
     registry.register("benchmark", "step", run_step)
     registry.register("benchmark", "mi", run_mi)
     registry.register("benchmark", "angular", run_angular)
+    registry.register("benchmark", "loader", run_loader)

@@ -27,8 +27,8 @@ def test_bench_package_uses_the_trainers_public_api_only():
 
 
 def test_benchmarks_are_registered_from_the_bench_package(registry):
-    assert sorted(registry.names("benchmark")) == ["angular", "mi", "step"]
-    for name in ("step", "mi", "angular"):
+    assert sorted(registry.names("benchmark")) == ["angular", "loader", "mi", "step"]
+    for name in ("step", "mi", "angular", "loader"):
         assert registry.get("benchmark", name).target == f"selfsup.plugins.bench:run_{name}"
 
 
