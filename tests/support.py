@@ -89,3 +89,41 @@ def plugin_module(name, register):
     module = types.ModuleType(name)
     module.selfsup_register = hookimpl(register)
     return module
+
+
+def torchrun(args: list[str], cwd, world: int = 2) -> None:
+    """``python -m torch.distributed.run --standalone --nproc_per_node WORLD ARGS`` in ``cwd``
+    (one thread per process, launcher variables of the calling process cleared)."""
+    import os
+    import subprocess
+    import sys
+
+    launcher_keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher_keys}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(world), *args]
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+        )
+
+
+def fit_until(cfg: dict, run_dir, registry, stop_at: int | None = None, resume: bool = False):
+    """Build and fit ``cfg``; with ``stop_at``, request a stop (as SIGINT does) after that step.
+    Returns (trainer, FitResult)."""
+    from omegaconf import OmegaConf
+
+    from selfsup.engine import build_trainer
+
+    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=run_dir)
+    if stop_at is not None:
+        original = trainer.objective.after_step
+
+        def after_step(step, total):
+            original(step, total)
+            if step + 1 == stop_at:
+                trainer.request_stop()  # what SIGINT / SIGTERM do
+
+        trainer.objective.after_step = after_step
+    return trainer, trainer.fit(resume=resume)

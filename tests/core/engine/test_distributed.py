@@ -10,9 +10,6 @@ contend on a shared machine).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,20 +25,10 @@ from selfsup.plugins.common.critics import DotCritic
 from selfsup.plugins.common.estimators import InfoNCE
 from selfsup.plugins.common.samplers import InBatchNegatives, MemoryBank, MomentumQueue
 
+from support import torchrun
+
 HERE = Path(__file__).resolve().parent
 WORLD = 2
-
-
-def torchrun(args: list[str], cwd: Path) -> None:
-    launcher_keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in launcher_keys}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD), *args]
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
-        )
 
 
 @pytest.fixture(scope="module")

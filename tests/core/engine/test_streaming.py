@@ -24,6 +24,7 @@ from selfsup.engine.data_setup import prepare_data
 from selfsup.engine.loader import InMemoryBatches, StreamingBatches
 from selfsup.errors import ConfigError, DataError
 from selfsup.plugins.data.folders import image_folder
+from support import fit_until, torchrun
 
 WORLD = 2
 
@@ -63,18 +64,7 @@ def pipeline(root: Path, out: Path, loader: str, **trainer) -> dict:
     }
 
 
-def fit(cfg: dict, run_dir: Path, registry, stop_at: int | None = None, resume: bool = False):
-    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=run_dir)
-    if stop_at is not None:
-        original = trainer.objective.after_step
-
-        def after_step(step, total):
-            original(step, total)
-            if step + 1 == stop_at:
-                trainer.request_stop()
-
-        trainer.objective.after_step = after_step
-    return trainer, trainer.fit(resume=resume)
+fit = fit_until
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -116,20 +106,11 @@ def test_a_run_resumed_mid_epoch_while_streaming_ends_with_the_same_weights(digi
     assert_same_state(full.objective.state_dict(), memory.objective.state_dict())
 
 
-def _torchrun(args: list[str], cwd: Path) -> None:
-    launcher_keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in launcher_keys}
-    env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD), *args]
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-
-
 @pytest.mark.distributed
 def test_two_streaming_processes_equal_one_process_with_the_same_global_batch(digits_root, tmp_path, registry):
     two_cfg = pipeline(digits_root, tmp_path, "stream", max_steps=6, run_name="two")
     OmegaConf.save(OmegaConf.create(two_cfg), tmp_path / "pipeline.yaml")
-    _torchrun(["-m", "selfsup.cli", "train", str(tmp_path / "pipeline.yaml")], cwd=tmp_path)
+    torchrun(["-m", "selfsup.cli", "train", str(tmp_path / "pipeline.yaml")], cwd=tmp_path)
     two = load(tmp_path / "two" / "checkpoint.pt")
     assert two["world_size"] == WORLD and two["progress"]["global_step"] == 6
     previous = torch.get_num_threads()

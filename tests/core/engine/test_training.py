@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from support import tiny_pipeline
+from support import fit_until, tiny_pipeline
 from selfsup.engine import build_trainer
 from selfsup.engine.checkpoint import load
 from selfsup.errors import TrainingDiverged
@@ -18,18 +18,7 @@ from selfsup.errors import TrainingDiverged
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def train(cfg: dict, run_dir: Path, registry, stop_at: int | None = None, resume: bool = False):
-    trainer = build_trainer(OmegaConf.create(cfg), registry, run_dir=run_dir)
-    if stop_at is not None:
-        original = trainer.objective.after_step
-
-        def after_step(step, total):
-            original(step, total)
-            if step + 1 == stop_at:
-                trainer.request_stop()  # what SIGINT / SIGTERM do
-
-        trainer.objective.after_step = after_step
-    return trainer, trainer.fit(resume=resume)
+train = fit_until
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path, registry):
