@@ -169,21 +169,15 @@ class StreamedImages:
                               self.workers)
 
     def select(self, index: Tensor) -> ImageArrays:
-        """Decode the samples at ``index`` ``[B]`` now, in this process: uint8 ``[B, C, S, S]``."""
-        from .errors import DataError
+        """Decode the samples at ``index`` ``[B]`` now, in this process: uint8 ``[B, C, S, S]``
+        (an unreadable one is replaced as streaming replaces it, or named in a DataError)."""
+        from .streaming import SampleReader, collate_samples
 
-        index = index.cpu()
-        images = []
-        for i in self.rows[index].tolist():
-            try:
-                images.append(torch.from_numpy(np.ascontiguousarray(self.source.read(i))))
-            except Exception as exc:  # noqa: BLE001 - a decoder raises many types for a bad file
-                raise DataError(f"{self.source.describe(i)}: could not be read as an image ({type(exc).__name__}: "
-                                f"{exc}).") from None
-        names = [self.names[i] for i in index.tolist()] if self.names is not None else None
-        c, h, w = self.image_shape
-        stacked = torch.stack(images) if images else torch.zeros((0, c, h, w), dtype=torch.uint8)
-        return ImageArrays(stacked, self.labels[index], names)
+        reader = SampleReader(self.source, self.rows, self.on_bad_image)
+        batch = collate_samples([reader[i] for i in index.cpu().tolist()], self.image_shape)
+        batch.raise_failure()
+        names = [self.names[i] for i in batch.index.tolist()] if self.names is not None else None
+        return ImageArrays(batch.images, self.labels[batch.index], names)
 
     def batches(self, batch_size: int) -> Iterator[Tensor]:
         """The images in order, uint8 ``[B, C, S, S]`` per batch, read by ``workers`` processes."""

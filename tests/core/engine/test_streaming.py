@@ -222,6 +222,9 @@ def test_unreadable_images_fail_with_the_path_or_are_skipped(tmp_path, registry)
         (_, _, index), = list(loader.epoch(0))
         assert sorted(index.tolist()).count(4) == 2 and 3 not in index.tolist()
     assert loader.skipped == 1 and len(heard) == 1 and str(bad) in heard[0]
+    assert streamed.select(torch.tensor([3, 0])).names == ["00004.png", "00000.png"]  # a probe, as the monitor's
+    with pytest.raises(DataError, match="00003.png"):
+        prepare_data(flat, DataConfig(loader="stream", workers=0)).train.select(torch.tensor([3]))
     failing = StreamingBatches(prepare_data(flat, DataConfig(loader="stream", workers=0)).train, 64,
                                torch.device("cpu"), seed=0)
     with pytest.raises(DataError, match="00003.png.*on_bad_image: skip"):
