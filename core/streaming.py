@@ -11,6 +11,7 @@ the source's fingerprint so the second run starts in seconds. The training loade
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -100,10 +101,8 @@ class DecodedBatch:
             )
 
 
-def collate_samples(samples: list[Sample], shape: tuple[int, int, int] | None = None) -> DecodedBatch:
-    """Stack workers' :class:`Sample` s into a :class:`DecodedBatch`."""
-    good = next((s.image for s in samples if s.image is not None), None)
-    shape = shape or (good.shape if good is not None else (1, 1, 1))
+def collate_samples(samples: list[Sample], shape: tuple[int, int, int]) -> DecodedBatch:
+    """Stack workers' :class:`Sample` s of images ``shape`` (C, S, S) into a :class:`DecodedBatch`."""
     images = np.zeros((len(samples), *shape), dtype=np.uint8)
     for row, sample in enumerate(samples):
         if sample.image is not None:
@@ -122,7 +121,7 @@ def collate_samples(samples: list[Sample], shape: tuple[int, int, int] | None = 
 def _loader(split: StreamedImages, batch_size: int, workers: int, replace: bool) -> torch.utils.data.DataLoader:
     reader = SampleReader(split.source, split.rows, split.on_bad_image, replace=replace)
     return torch.utils.data.DataLoader(reader, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                       collate_fn=collate_samples)
+                                       collate_fn=functools.partial(collate_samples, shape=split.image_shape))
 
 
 def iter_batches(split: StreamedImages, batch_size: int, workers: int = 0) -> Iterator[Tensor]:

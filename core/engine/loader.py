@@ -14,6 +14,7 @@ partial batch (``drop_last=false``) is cut to a multiple of W.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import torch
@@ -134,7 +135,8 @@ class StreamingBatches(ShuffledOrder):
         self.sampler = _EpochShards(self)
         reader = SampleReader(split.source, split.rows, split.on_bad_image)
         self.dataloader = torch.utils.data.DataLoader(
-            reader, batch_sampler=self.sampler, num_workers=workers, collate_fn=collate_samples,
+            reader, batch_sampler=self.sampler, num_workers=workers,
+            collate_fn=functools.partial(collate_samples, shape=split.image_shape),
             pin_memory=device.type == "cuda", persistent_workers=workers > 0,
             prefetch_factor=prefetch if workers > 0 else None,
         )

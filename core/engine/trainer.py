@@ -83,6 +83,10 @@ NO_EVALUATION = ("evaluation skipped: the training data has no labelled held-out
                  "label-free diagnostics still run.")
 
 
+#: ``Trainer(eval_data=...)``'s default: evaluate on the training data's labelled held-out split.
+TRAINING_DATA = object()
+
+
 class Trainer:
     """Trains ``objective`` on ``data.train`` and evaluates on ``data.test``.
 
@@ -116,12 +120,12 @@ class Trainer:
         config: dict[str, Any] | None = None,
         diagnostics: dict[str, Any] | None = None,
         loggers: list[MetricsLogger] | None = None,
-        eval_data: DataSplits | None | str = "training data",
+        eval_data: DataSplits | None | object = TRAINING_DATA,
     ) -> None:
         self.objective = objective
         self.data = data
         #: the labelled splits kNN reads (None: no labels anywhere, evaluation is skipped)
-        self.eval_data = (data if data.has_labels else None) if eval_data == "training data" else eval_data
+        self.eval_data = (data if data.has_labels else None) if eval_data is TRAINING_DATA else eval_data
         self.transform = transform
         self.settings = settings
         self.run_dir = Path(run_dir)

@@ -68,13 +68,9 @@ def extract_features(
         return _extract_multimodal(embed_fn, images, batch_size, device)
     if hasattr(images, "batches") and not isinstance(images, Tensor):  # a streamed split
         _check_batch_size(batch_size)
-        outputs = []
-        for batch in images.batches(batch_size):
-            x = _to_unit_float(batch.to(device, non_blocking=True))
-            outputs.append(_checked_output(embed_fn(x), len(x), tuple(x.shape)))
-        if not outputs:
+        if len(images) == 0:
             raise ValueError("images is empty (0 samples); nothing to embed")
-        return torch.cat(outputs)
+        return _embed_batches(embed_fn, images.batches(batch_size), device)
     if not isinstance(images, Tensor):
         raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
     if images.dim() != 4:
@@ -84,9 +80,14 @@ def extract_features(
     if images.shape[0] == 0:
         raise ValueError("images is empty (shape [0, C, H, W]); nothing to embed")
     _check_batch_size(batch_size)
+    return _embed_batches(embed_fn, images.split(batch_size), device)
 
+
+def _embed_batches(embed_fn: Callable[[Tensor], Tensor], batches, device: str | torch.device) -> Tensor:
+    """``[N, D]`` features of image batches ``[B, C, H, W]`` (uint8 or float), each moved to
+    ``device`` and made float in [0, 1] there."""
     outputs: list[Tensor] = []
-    for batch in images.split(batch_size):
+    for batch in batches:
         x = _to_unit_float(batch.to(device, non_blocking=True))
         outputs.append(_checked_output(embed_fn(x), len(x), tuple(x.shape)))
     return torch.cat(outputs)

@@ -46,6 +46,14 @@ def decode_image(file: str | Path | io.BytesIO, image_size: int, channels: int) 
     return array.transpose(2, 0, 1) if array.ndim == 3 else array[None]
 
 
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); was it moved or deleted after the "
+                        "folder was listed?") from None
+
+
 def _check_decode_settings(image_size: int, channels: int) -> None:
     from selfsup.errors import ConfigError
 
@@ -81,7 +89,7 @@ class ImageFiles(ImageSource):
     def fingerprint(self) -> str:
         digest = hashlib.sha1(f"{DECODER}|{self.size}|{self.channels}|{self.root.resolve()}".encode())
         for name in self.files:
-            stat = os.stat(self.root / name)
+            stat = _stat(self.root / name)
             digest.update(f"|{name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         return digest.hexdigest()
 
@@ -171,7 +179,7 @@ class TarShards(ImageSource):
     def fingerprint(self) -> str:
         digest = hashlib.sha1(f"{DECODER}|{self.size}|{self.channels}".encode())
         for shard in self.shards:
-            stat = os.stat(shard)
+            stat = _stat(shard)
             digest.update(f"|{shard.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         return digest.hexdigest()
 

@@ -225,6 +225,13 @@ def test_unreadable_images_fail_with_the_path_or_are_skipped(tmp_path, registry)
     assert streamed.select(torch.tensor([3, 0])).names == ["00004.png", "00000.png"]  # a probe, as the monitor's
     with pytest.raises(DataError, match="00003.png"):
         prepare_data(flat, DataConfig(loader="stream", workers=0)).train.select(torch.tensor([3]))
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    for i in range(3):
+        (garbage / f"{i}.jpg").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="none could be read"):  # skip, and nothing is left
+        prepare_data(image_folder(str(garbage), image_size=8), DataConfig(loader="memory", cache_dir=None,
+                                                                          on_bad_image="skip"))
     failing = StreamingBatches(prepare_data(flat, DataConfig(loader="stream", workers=0)).train, 64,
                                torch.device("cpu"), seed=0)
     with pytest.raises(DataError, match="00003.png.*on_bad_image: skip"):
